@@ -1,0 +1,206 @@
+"""Typed run configuration: YAML files map onto these dataclasses strictly (see :mod:`tessera.config`).
+
+A run file has four sections::
+
+    model: {name: isometric_small, kwargs: {depth: 8, patch: 2}}
+    tasks: [{name: mnist, dataset: mnist}]
+    train: {steps: 2000, batch_size: 128, optim: {name: rmsprop, lr: 0.02}, ema: {decay: 0.999}}
+    data_root: null
+
+Run length: ``train.steps`` (or ``train.epochs``) is the length of the LR schedule. The CLI's
+``--steps N`` only says where to stop ("train until global step N"); it never changes the schedule,
+so a run stopped at step 15 and resumed to 30 follows exactly the same LR curve as a run of 30.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..config import load_config, to_dict
+from ..errors import ConfigError
+
+__all__ = ["OptimConfig", "ScheduleConfig", "EmaConfig", "TrainConfig", "ModelConfig", "TaskConfig",
+           "RunConfig", "load_run_config", "RUN_LENGTH_KEYS", "config_diff"]
+
+
+def _help(text: str, default: Any = None, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer. Defaults follow paper 002, App. A.2 (RMSProp, weight decay 1e-5)."""
+
+    name: Literal["rmsprop", "adam", "adamw", "sgd"] = _help("optimizer: rmsprop | adam | adamw | sgd", "rmsprop")
+    lr: float = _help("peak learning rate (after warmup)", 0.02)
+    weight_decay: float = _help("L2 weight decay (decoupled for adamw)", 1e-5)
+    momentum: float = _help("momentum (rmsprop, sgd)", 0.9)
+    alpha: float = _help("rmsprop: decay of the squared-gradient average", 0.9)
+    eps: float = _help("epsilon of rmsprop / adam", 1e-3)
+    betas: tuple[float, float] = _help("adam / adamw betas", (0.9, 0.999))
+    nesterov: bool = _help("sgd: Nesterov momentum", False)
+    no_decay_1d: bool = _help("exclude biases and norm weights (1-d tensors) from weight decay", True)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"config key 'train.optim.lr': must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"config key 'train.optim.weight_decay': must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule: a pure function of the global step (nothing to save but the step)."""
+
+    name: Literal["constant", "cosine", "linear", "step", "exponential"] = _help(
+        "constant | cosine | linear (to final_lr_frac) | step (x gamma every step_size) | exponential", "cosine")
+    warmup_steps: int = _help("linear warmup from 0 over this many steps", 0)
+    final_lr_frac: float = _help("cosine / linear: final lr as a fraction of the peak lr", 0.0)
+    step_size: int = _help("step: steps between decays", 1000)
+    gamma: float = _help("step / exponential: decay factor (exponential: per step_size steps)", 0.1)
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError(f"config key 'train.schedule.warmup_steps': must be >= 0, got {self.warmup_steps}")
+        if self.step_size < 1:
+            raise ConfigError(f"config key 'train.schedule.step_size': must be >= 1, got {self.step_size}")
+
+
+@dataclass
+class EmaConfig:
+    """Exponential moving average of the weights, used for evaluation (paper 002, App. A.2)."""
+
+    enabled: bool = _help("keep an EMA of the weights and evaluate with it", True)
+    decay: float = _help("EMA decay per step", 0.999)
+    warmup: bool = _help("use min(decay, (1+n)/(10+n)) after n updates, as TF's ExponentialMovingAverage", True)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"config key 'train.ema.decay': must be in [0, 1), got {self.decay}")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: run length, batching, optimizer, schedule, EMA, logging and checkpoints."""
+
+    seed: int = _help("seed of model init, data order and dropout", 0)
+    steps: int | None = _help("total optimizer steps = LR-schedule length (or give epochs)", None)
+    epochs: float | None = _help("alternative to steps: passes over the first task's training set", None)
+    batch_size: int = _help("global batch size per task (split across DDP ranks)", 128)
+    eval_batch_size: int = _help("batch size for evaluation", 1000)
+    eval_every: int = _help("evaluate every N steps (0: only at the end)", 0)
+    checkpoint_every: int = _help("checkpoint every N steps (0: only at the end)", 500)
+    log_every: int = _help("write a metrics.jsonl training line every N steps", 50)
+    multitask: Literal["round_robin", "sum"] = _help(
+        "several tasks: one task per step in turn (round_robin) or all tasks' losses summed each step", "round_robin")
+    clip_grad: float = _help("clip the global gradient norm to this value (0: off)", 0.0)
+    device: str = _help("auto | cpu | cuda | cuda:N | mps (auto: cuda > mps > cpu)", "auto")
+    progress: Literal["auto", "on", "off"] = _help("tqdm progress bar: auto = when stderr is a terminal", "auto")
+    optim: OptimConfig = _help("optimizer", factory=OptimConfig)
+    schedule: ScheduleConfig = _help("learning-rate schedule", factory=ScheduleConfig)
+    ema: EmaConfig = _help("EMA of the weights for evaluation", factory=EmaConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            raise ConfigError("config: set 'train.steps' or 'train.epochs' (the LR-schedule length)")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("config: set only one of 'train.steps' and 'train.epochs'")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"config key 'train.steps': must be >= 1, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"config key 'train.epochs': must be > 0, got {self.epochs}")
+        for k in ("batch_size", "eval_batch_size"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"config key 'train.{k}': must be >= 1, got {getattr(self, k)}")
+        for k in ("eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(self, k)}")
+
+
+@dataclass
+class ModelConfig:
+    """Which network: ``tessera.nn.create_model(name, num_classes=..., **kwargs)``."""
+
+    name: str = _help("registered model name, e.g. isometric_small", "isometric_small")
+    kwargs: dict[str, Any] = _help("keyword arguments of the model constructor", factory=dict)
+
+
+@dataclass
+class TaskConfig:
+    """One task = data + loss + metrics (+ an optional head)."""
+
+    name: str = _help("task name used in metrics.jsonl and final.json")
+    dataset: str = _help("dataset name for tessera.data.load_images, e.g. mnist")
+    split_train: str = _help("training split", "train")
+    split_eval: str = _help("evaluation split", "test")
+    loss: str = _help("loss: cross_entropy | mse | bce", "cross_entropy")
+    metrics: list[str] = _help("metrics: accuracy, mse, rmse, auc, perplexity, ...", factory=lambda: ["accuracy"])
+    num_classes: int | None = _help("classes (default: inferred from the training labels)", None)
+    weight: float = _help("loss weight (multitask: sum)", 1.0)
+    limit_train: int | None = _help("use only the first N training samples (debugging)", None)
+    limit_eval: int | None = _help("use only the first N evaluation samples (debugging)", None)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("config: every task needs a 'name'")
+        if not self.dataset:
+            raise ConfigError(f"config: task {self.name!r} needs a 'dataset', e.g. mnist")
+
+
+@dataclass
+class RunConfig:
+    """A training run: model + tasks + training settings + where the data lives."""
+
+    model: ModelConfig = _help("the network", factory=ModelConfig)
+    tasks: list[TaskConfig] = _help("one or more tasks trained together", factory=list)
+    train: TrainConfig = _help("training settings", factory=lambda: TrainConfig(steps=1000))
+    data_root: str | None = _help("dataset folder (default: tessera.data.resolve_root)", None)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("config: 'tasks' is empty; add at least one task, e.g. {name: mnist, dataset: mnist}")
+        names = [t.name for t in self.tasks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"config: task names must be unique, {sorted(dup)[0]!r} repeats; rename one")
+
+
+def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run YAML file (+ ``key=value`` overrides) into a :class:`RunConfig`."""
+    return load_config(RunConfig, path, overrides)
+
+
+# Keys that may differ when resuming: they change how long / where a run goes, not what it computes.
+RUN_LENGTH_KEYS = frozenset({
+    "train.steps", "train.epochs", "train.eval_every", "train.checkpoint_every", "train.log_every",
+    "train.progress", "train.device", "train.eval_batch_size", "data_root",
+})
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    if isinstance(d, (list, tuple)) and d and all(isinstance(v, dict) for v in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix[:-1]}[{i}]."))
+        return out
+    return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
+
+
+def config_diff(old: Any, new: Any, ignore: frozenset[str] = RUN_LENGTH_KEYS) -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two configs (dataclasses or dicts), minus ``ignore``."""
+    a = _flatten(to_dict(old))
+    b = _flatten(to_dict(new))
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k in ignore:
+            continue
+        if a.get(k, "<missing>") != b.get(k, "<missing>"):
+            out.append((k, a.get(k, "<missing>"), b.get(k, "<missing>")))
+    return out
