@@ -107,7 +107,8 @@ class InvertedResidual(nn.Module):
     """MobileNetV3 / isometric inverted residual block (paper 002, §4.1 and App. A.1).
 
     1x1 expansion conv + BN + act, depthwise kxk conv + BN + act, squeeze-excite (reduction
-    ``se_ratio`` of the expanded width, hard-sigmoid gate), 1x1 projection conv + BN, residual add.
+    ``se_ratio`` of the expanded width, not rounded, hard-sigmoid gate), 1x1 projection conv + BN,
+    residual add.
     With ``channels=24`` the block has 19380 parameters (paper, Table 7: ~20000), 8832 without SE
     (~9000); with ``channels=40``: 51500 (~52000) and 22400 (~22000).
 
@@ -136,7 +137,7 @@ class InvertedResidual(nn.Module):
         self.conv_dw = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
         self.bn2 = norm_layer(mid)
         self.act2 = create_act(act_layer)
-        self.se = (SqueezeExcite(mid, make_divisible(mid * se_ratio), se_act_layer)
+        self.se = (SqueezeExcite(mid, max(1, round(mid * se_ratio)), se_act_layer)
                    if se_ratio else nn.Identity())
         self.conv_pwl = nn.Conv2d(mid, channels, 1, bias=False)
         self.bn3 = norm_layer(channels)

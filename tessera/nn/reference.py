@@ -54,7 +54,7 @@ class PlainResidual(nn.Module):
 def plain_block(channels: int, expansion: int = 6, kernel_size: int = 3, se: bool = True,
                 act: Callable[..., nn.Module] = nn.Hardswish) -> nn.Module:
     mid = channels * expansion
-    reduced = max(8, int(mid * 0.25 + 4) // 8 * 8)
+    reduced = max(1, round(mid * 0.25))
     return PlainResidual(nn.Sequential(
         nn.Conv2d(channels, mid, 1, bias=False), nn.BatchNorm2d(mid), act(inplace=True),
         nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False),

@@ -13,6 +13,7 @@ so a run stopped at step 15 and resumed to 30 follows exactly the same LR curve 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ __all__ = ["OptimConfig", "ScheduleConfig", "EmaConfig", "TrainConfig", "ModelCo
            "RunConfig", "load_run_config", "RUN_LENGTH_KEYS", "config_diff"]
 
 
-def _help(text: str, default: Any = None, factory: Any = None) -> Any:
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = None) -> Any:
     if factory is not None:
         return field(default_factory=factory, metadata={"help": text})
     return field(default=default, metadata={"help": text})
