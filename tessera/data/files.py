@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 
 from ..errors import DataError
 
-__all__ = ["file_md5", "verify_file", "download_url", "clear_md5_cache"]
+__all__ = ["file_md5", "file_digest", "verify_file", "download_url", "clear_md5_cache"]
 
 _CHUNK = 1 << 20
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
-_MD5_CACHE_MAX = 1024
+_CACHE: dict[tuple[str, int, int, str], str] = {}
+_CACHE_MAX = 1024
 USER_AGENT = "tessera-data/0.1 (+python urllib)"
 
 
@@ -27,26 +27,31 @@ def _key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    """Hex md5 of a file; cached per (path, size, mtime) so a second check of the same file is free."""
+def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
+    """Hex digest of a file; cached per (path, size, mtime, algo) so a second check of the same file is free."""
     path = Path(path)
-    key = _key(path)
-    hit = _MD5_CACHE.get(key)
+    key = (*_key(path), algo)
+    hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    h = hashlib.md5()
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     digest = h.hexdigest()
-    if len(_MD5_CACHE) >= _MD5_CACHE_MAX:
-        _MD5_CACHE.pop(next(iter(_MD5_CACHE)))
-    _MD5_CACHE[key] = digest
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = digest
     return digest
 
 
+def file_md5(path: str | os.PathLike) -> str:
+    """Hex md5 of a file (cached, see :func:`file_digest`)."""
+    return file_digest(path, "md5")
+
+
 def clear_md5_cache() -> None:
-    _MD5_CACHE.clear()
+    _CACHE.clear()
 
 
 def _where(url: str | None, path: Path) -> str:
@@ -55,25 +60,28 @@ def _where(url: str | None, path: Path) -> str:
 
 
 def verify_file(path: str | os.PathLike, md5: str | None, *, dataset: str = "", url: str | None = None,
-                size: int | None = None) -> None:
-    """Raise :class:`DataError` unless ``path`` exists and (when ``md5`` is given) has that md5.
+                sha1: str | None = None) -> None:
+    """Raise :class:`DataError` unless ``path`` exists and has the expected md5 (or SHA-1 when only that is known).
 
-    The message names the file, the expected md5 (and the actual one on a mismatch) and where to get it.
+    The message names the file, the expected and the actual checksum, and where to get the file.
+
+    >>> verify_file("/nonexistent/x.gz", "0" * 32, dataset="demo")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tessera.errors.DataError: demo: file /nonexistent/x.gz not found (expected md5 000...000; get it from ...)
     """
     path = Path(path)
     pre = f"{dataset}: " if dataset else ""
+    algo, want = ("md5", md5) if md5 else ("sha1", sha1)
     if not path.is_file():
-        exp = f"expected md5 {md5}; " if md5 else ""
+        exp = f"expected {algo} {want}; " if want else ""
         raise DataError(f"{pre}file {path} not found ({exp}{_where(url, path)})")
-    if md5 is None:
+    if not want:
         return
-    if size is not None and path.stat().st_size != size:
-        raise DataError(f"{pre}file {path} is corrupt: {path.stat().st_size} bytes, expected {size} "
-                        f"(expected md5 {md5}, actual md5 {file_md5(path)}); delete it and {_where(url, path)}")
-    actual = file_md5(path)
-    if actual != md5:
-        raise DataError(f"{pre}file {path} is corrupt: md5 {actual}, expected md5 {md5}; "
-                        f"delete it and {_where(url, path)}")
+    actual = file_digest(path, algo)
+    if actual != want:
+        raise DataError(f"{pre}file {path} is corrupt: {algo} {actual} ({path.stat().st_size} bytes), "
+                        f"expected {algo} {want}; delete it and {_where(url, path)}")
 
 
 def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *, mirrors: Sequence[str] = (),

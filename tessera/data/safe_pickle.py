@@ -26,7 +26,8 @@ __all__ = ["RestrictedUnpickler", "safe_load", "safe_load_file"]
 # (module, name) as written in the pickle -> attribute path tried in order (numpy 2 moved core to _core).
 _NUMPY_GLOBALS: dict[tuple[str, str], tuple[str, ...]] = {}
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _NUMPY_GLOBALS[(_mod, "_reconstruct")] = ("numpy._core.multiarray:_reconstruct", "numpy.core.multiarray:_reconstruct")
+    _NUMPY_GLOBALS[(_mod, "_reconstruct")] = ("numpy._core.multiarray:_reconstruct",
+                                              "numpy.core.multiarray:_reconstruct")
     _NUMPY_GLOBALS[(_mod, "scalar")] = ("numpy._core.multiarray:scalar", "numpy.core.multiarray:scalar")
 for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
     _NUMPY_GLOBALS[(_mod, "_frombuffer")] = ("numpy._core.numeric:_frombuffer", "numpy.core.numeric:_frombuffer")
@@ -37,7 +38,8 @@ _NUMPY_GLOBALS[("numpy", "dtype")] = ("numpy:dtype",)
 def _latin1_encode(obj: str, encoding: str = "utf-8") -> bytes:
     """Stand-in for ``_codecs.encode`` (how Python 3 writes bytes at protocol 2); text codecs only."""
     if codecs.lookup(encoding).name not in ("latin-1", "iso8859-1", "utf-8", "ascii"):
-        raise DataError(f"pickle asks for codec {encoding!r}, which is not allowed; the file is not a plain data pickle")
+        raise DataError(f"pickle asks for codec {encoding!r}, which is not allowed; the file is not a plain data "
+                        f"pickle")
     return obj.encode(encoding)
 
 
@@ -52,10 +54,11 @@ def _resolve(paths: tuple[str, ...]) -> Any:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` admits only numpy's array/dtype/scalar reconstructors.
+    """``pickle.Unpickler`` whose ``find_class`` admits only numpy's array/dtype/scalar reconstructors, and
+    ``_codecs.encode`` restricted to text codecs (how Python 3 writes bytes at protocol 2).
 
-    ``containers=True`` also admits the one helper plain containers of bytes need (``_codecs.encode``,
-    restricted to text codecs). ``what`` names the file in error messages.
+    ``containers=False`` also requires the loaded object to be a numpy array (numeric, not object dtype);
+    ``containers=True`` admits dicts / lists / str / bytes around arrays. ``what`` names the file in errors.
     """
 
     def __init__(self, file: IO[bytes], *, what: str = "pickle", containers: bool = False,
@@ -68,7 +71,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         key = (module, name)
         if key in _NUMPY_GLOBALS:
             return _resolve(_NUMPY_GLOBALS[key])
-        if self.containers and key == ("_codecs", "encode"):
+        if key == ("_codecs", "encode"):
             return _latin1_encode
         raise DataError(f"{self.what}: refers to {module}.{name}, which a data file never needs "
                         f"(only numpy arrays and plain containers are read); the file is not genuine, delete it "
@@ -78,7 +81,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 def safe_load(file: IO[bytes], *, what: str = "pickle", containers: bool = True, encoding: str = "latin1") -> Any:
     """Unpickle from an open binary file with :class:`RestrictedUnpickler`."""
     try:
-        return RestrictedUnpickler(file, what=what, containers=containers, encoding=encoding).load()
+        obj = RestrictedUnpickler(file, what=what, containers=containers, encoding=encoding).load()
+        return obj if containers else _check_array(obj, what)
     except DataError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
@@ -95,5 +99,6 @@ def safe_load_file(path: str | os.PathLike, *, containers: bool = False, encodin
 
 def _check_array(obj: Any, what: str) -> np.ndarray:
     if not isinstance(obj, np.ndarray) or obj.dtype == object:
-        raise DataError(f"{what}: expected a numeric numpy array, got {type(obj).__name__}; the file is not genuine")
+        raise DataError(f"{what}: holds a {type(obj).__name__}, expected a numeric numpy array; the file is not "
+                        f"genuine, delete it and re-download it")
     return obj

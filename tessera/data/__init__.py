@@ -1,0 +1,38 @@
+"""tessera.data: readers for the standard released dataset files under a data root, md5-verified.
+
+Root: ``--data-root`` > ``$TESSERA_DATA`` > ``~/.cache/tessera/data``. Nothing is ever written to the root
+except by ``download=True``; decoding happens in memory.
+
+>>> from tessera.data import sklearn_digit_domains
+>>> x, y = sklearn_digit_domains(16)["boundary"]
+>>> tuple(x.shape), int(y.max())
+((1797, 1, 16, 16), 9)
+"""
+from __future__ import annotations
+
+from .check import check_dataset, check_datasets, format_check_table
+from .domains import (DIGIT_DOMAINS, DOMAIN_DEFAULTS, digit_domain, load_digit_domain, resize, sklearn_digit_domains,
+                      sklearn_digits, to_grayscale)
+from .fetch import Located, require
+from .files import download_url, file_md5, verify_file
+from .genomics import deepbind_tfs, load_crispr, load_deepbind, one_hot_dna, read_seq_gz
+from .images import IMAGE_DATASETS, load_images
+from .muir import load_muir_synthetic, muir_validation_indices
+from .office import OFFICE_DOMAINS, load_office_surf
+from .registry import DATASETS, ArchiveSpec, DatasetSpec, FileSpec, get_spec
+from .root import resolve_root
+from .safe_pickle import RestrictedUnpickler, safe_load, safe_load_file
+from .splits import split_indices
+from .text import TEXT_DATASETS, Vocab, load_text
+
+__all__ = [
+    "resolve_root", "DATASETS", "DatasetSpec", "FileSpec", "ArchiveSpec", "get_spec",
+    "verify_file", "file_md5", "download_url", "require", "Located",
+    "load_images", "IMAGE_DATASETS", "load_text", "Vocab", "TEXT_DATASETS",
+    "load_deepbind", "deepbind_tfs", "read_seq_gz", "one_hot_dna", "load_crispr",
+    "load_office_surf", "OFFICE_DOMAINS", "load_muir_synthetic", "muir_validation_indices",
+    "RestrictedUnpickler", "safe_load", "safe_load_file",
+    "digit_domain", "load_digit_domain", "resize", "to_grayscale", "sklearn_digits", "sklearn_digit_domains",
+    "DIGIT_DOMAINS",
+    "DOMAIN_DEFAULTS", "check_datasets", "check_dataset", "format_check_table", "split_indices",
+]
