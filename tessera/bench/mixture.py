@@ -1,0 +1,83 @@
+"""``tessera bench mixture-overhead``: template mixtures vs a plain isometric network, side by side.
+
+Rows (ratio = candidate / baseline, same process, interleaved rounds, medians):
+
+* training step (forward, cross-entropy, backward, RMSprop step) of a MixtureNet with K = 4 and
+  K = 16 templates over a plain :class:`tessera.nn.IsometricNet` with the same L layers
+  (target: ratio <= 1.05);
+* inference of a collapsed MixtureNet task (one-hot signature: layers share template modules;
+  learned mixture: every layer materialized) over the plain network's inference (target <= 1.03).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..results import Report
+from . import RunOptions
+from .timing import compare
+
+__all__ = ["run"]
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, eps=1e-3, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def _infer(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    model.eval()
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+    return fwd
+
+
+def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
+    """Time mixture training steps and collapsed inference against the plain IsometricNet."""
+    from ..mixture import MixtureNet, collapse
+    from ..nn import IsometricNet
+
+    quick = opts.budget == "quick"
+    cfg = dict(depth=16, channels=24, head_channels=(128, 256), patch=2, image=28,
+               batch=32 if quick else 64, eval_batch=128 if quick else 256, templates=[4, 16],
+               rounds=7 if quick else 21, warmup=2 if quick else 3, threads=torch.get_num_threads())
+    if _smoke:  # tiny sizes for the test-suite
+        cfg.update(depth=2, channels=8, head_channels=(16, 16), batch=4, eval_batch=4, rounds=1, warmup=0)
+    rep = Report("mixture-overhead", config=cfg, device="cpu")
+    torch.manual_seed(0)
+    arch = dict(channels=cfg["channels"], head_channels=cfg["head_channels"], patch=cfg["patch"])
+    L = cfg["depth"]
+    x = torch.rand(cfg["batch"], 1, cfg["image"], cfg["image"])
+    y = torch.randint(0, 10, (cfg["batch"],))
+
+    plain = IsometricNet(10, depth=L, **arch)
+    mixtures = {k: MixtureNet.from_isometric(10, num_templates=k, depth=L, **arch) for k in cfg["templates"]}
+    fns = {"plain": _train_step(plain, x, y)}
+    fns.update({f"K={k}": _train_step(m, x, y) for k, m in mixtures.items()})
+    t = compare(fns, warmup=cfg["warmup"], rounds=cfg["rounds"])
+    for k in cfg["templates"]:
+        rep.add_bench_row(setting=f"train step, L={L}, batch {cfg['batch']}", method=f"mixture K={k}",
+                          metric="seconds", baseline_s=t["plain"], candidate_s=t[f"K={k}"], target_ratio=1.05)
+
+    xe = torch.rand(cfg["eval_batch"], 1, cfg["image"], cfg["image"])
+    seq = MixtureNet.from_isometric(10, num_templates=4, depth=L, signature="sequential", **arch)
+    collapsed = {"one-hot (sequential, shared modules)": collapse(seq.eval()),
+                 "learned (per-layer weights)": collapse(mixtures[4].eval())}
+    fns = {"plain": _infer(plain, xe)}
+    fns.update({name: _infer(m, xe) for name, m in collapsed.items()})
+    t = compare(fns, warmup=cfg["warmup"], rounds=cfg["rounds"])
+    for name in collapsed:
+        rep.add_bench_row(setting=f"inference, L={L}, batch {cfg['eval_batch']}", method=f"collapsed K=4 {name}",
+                          metric="seconds", baseline_s=t["plain"], candidate_s=t[name], target_ratio=1.03)
+    return rep.write(opts.json)

@@ -1,0 +1,11 @@
+"""Mixture tests use tiny tensors: one intra-op thread avoids oversubscribing the shared CPU."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
