@@ -64,8 +64,8 @@ def bind(module: nn.Module, name: str, value: Tensor) -> None:
 class WeightWriter:
     """Binds views / gathers of a flat source vector to many slots at once.
 
-    All gather slots are served by ONE ``index_select`` over the concatenated indices, whose result
-    is split into per-slot views.
+    All view slots are chunks of ONE ``split_with_sizes`` of the source, and all gather slots are
+    served by ONE ``index_select`` over the concatenated indices, split into per-slot views.
     """
 
     def __init__(self, slots: list[Slot]):
@@ -78,6 +78,36 @@ class WeightWriter:
         self._gather_index = (torch.cat([s.index.reshape(-1) for s in self._gathers])  # type: ignore[union-attr]
                               if self._gathers else None)
         self._gather_sizes = [s.numel for s in self._gathers]
+        self._split_plan: tuple[int, list[int], list[int]] | None = None  # (source numel, sizes, pick)
+
+    def _plan(self, total: int) -> tuple[list[int], list[int]]:
+        """Chunk sizes covering the source so that every view slot is exactly one chunk.
+
+        ``source.narrow`` per slot would make autograd build one full-size gradient per slot in
+        backward (O(slots x source)); one ``split_with_sizes`` has a single backward concatenation.
+        """
+        if self._split_plan is not None and self._split_plan[0] == total:
+            return self._split_plan[1], self._split_plan[2]
+        order = sorted(range(len(self._views)), key=lambda i: self._views[i].offset)  # type: ignore[arg-type,return-value]
+        sizes: list[int] = []
+        pick = [0] * len(self._views)
+        pos = 0
+        for i in order:
+            s = self._views[i]
+            off = int(s.offset)  # type: ignore[arg-type]
+            if off < pos:
+                raise ShapeError(f"slot {s.name} overlaps the previous slot at offset {off}; view slots must not overlap")
+            if off > pos:
+                sizes.append(off - pos)
+            pick[i] = len(sizes)
+            sizes.append(s.numel)
+            pos = off + s.numel
+        if pos > total:
+            raise ShapeError(f"view slots need {pos} values but the generated source has {total}")
+        if pos < total:
+            sizes.append(total - pos)
+        self._split_plan = (total, sizes, pick)
+        return sizes, pick
 
     def to(self, device: torch.device) -> "WeightWriter":
         if self._gather_index is not None and self._gather_index.device != device:
@@ -87,8 +117,11 @@ class WeightWriter:
     def tensors(self, source: Tensor) -> list[Tensor]:
         """The slot values (views or gathers of ``source``, a 1-D tensor), in slot order."""
         out: dict[int, Tensor] = {}
-        for s in self._views:
-            out[id(s)] = source.narrow(0, s.offset, s.numel).view(s.shape)  # type: ignore[arg-type]
+        if self._views:
+            sizes, pick = self._plan(source.numel())
+            chunks = source.split_with_sizes(sizes)  # one autograd node for every view slot
+            for s, j in zip(self._views, pick):
+                out[id(s)] = chunks[j].view(s.shape)
         if self._gather_index is not None:
             if self._gather_index.device != source.device:
                 self.to(source.device)

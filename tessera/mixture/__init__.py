@@ -14,11 +14,11 @@ from .plots import plot_mixture_weights
 from .regularizers import clustering, entropy, mixture_clustering, mixture_entropy
 from .signatures import (SIGNATURES, cyclic, diag, extract_signature, freeze, init_logits, make_signature,
                          one_hot_logits, random_signature, sequential, set_signature)
-from .templates import ParamSpec, SplitWriter, TemplateBank
+from .templates import ParamSpec, TemplateBank
 from .transfer import (accuracy_coefficients, count_parameters, from_source, interpolate, learn_interpolation,
                        source_accuracies, trainable_parameters)
 
-__all__ = ["MixtureNet", "TemplateBank", "ParamSpec", "SplitWriter", "BN_MODES", "BLOCK_INPUT_MODES",
+__all__ = ["MixtureNet", "TemplateBank", "ParamSpec", "BN_MODES", "BLOCK_INPUT_MODES",
            "init_isometric_block", "SIGNATURES", "sequential", "cyclic", "diag", "random_signature",
            "make_signature", "one_hot_logits", "init_logits", "extract_signature", "set_signature", "freeze",
            "entropy", "clustering", "mixture_entropy", "mixture_clustering", "CollapsedNet", "collapse",

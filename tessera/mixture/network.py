@@ -27,10 +27,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core import Slot, WeightGenerator, bind, mix, take_parameter
+from ..core import Slot, WeightGenerator, WeightWriter, bind, mix, take_parameter
 from ..errors import ConfigError, ShapeError
 from .signatures import extract_signature, init_logits, make_signature, one_hot_logits
-from .templates import SplitWriter, TemplateBank
+from .templates import TemplateBank
 
 __all__ = ["MixtureNet", "BN_MODES", "BLOCK_INPUT_MODES", "init_isometric_block"]
 
@@ -106,8 +106,8 @@ class MixtureNet(WeightGenerator):
         self.heads = nn.ModuleDict()        # task -> head
         self.patches = nn.ParameterDict()   # task -> (L, Pn) BN gamma/beta (bn="patch")
         self.stats = nn.Module()            # task -> (L*S + A,) BN running statistics (buffers)
-        self.writer = SplitWriter(self._slots(self.bank.layout), depth * self.bank.numel)
-        self.patch_writer = (SplitWriter(self._slots(self.bank.norm_layout), depth * self.bank.norm_init.numel())
+        self.writer = WeightWriter(self._slots(self.bank.layout))
+        self.patch_writer = (WeightWriter(self._slots(self.bank.norm_layout))
                              if bn == "patch" else None)
         self._stat_slots = self._take_stats()
         self.task: str = ""

@@ -21,10 +21,10 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ..core import Slot, WeightWriter
+from ..core import Slot
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["TemplateBank", "ParamSpec", "SplitWriter", "NORM_TYPES", "is_norm", "block_layout", "stats_layout"]
+__all__ = ["TemplateBank", "ParamSpec", "NORM_TYPES", "is_norm", "block_layout", "stats_layout"]
 
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 """Modules whose affine parameters count as normalization parameters (BN, IN, GN, LN)."""
@@ -189,38 +189,3 @@ class TemplateBank(nn.Module):
         return f"K={self.num_templates}, P={self.numel}, tensors={len(self.layout)}, mixed_norm={self.mixed_norm}"
 
 
-class SplitWriter(WeightWriter):
-    """A :class:`~tessera.core.WeightWriter` for view slots whose views come from ONE ``split``.
-
-    ``source.narrow`` per slot makes autograd build one full-size gradient per slot in backward
-    (O(slots x source)); ``split_with_sizes`` is one autograd node whose backward is a single
-    concatenation (O(source)). Slots must not overlap; gaps are allowed.
-    """
-
-    def __init__(self, slots: list[Slot], total: int):
-        super().__init__(slots)
-        if any(s.offset is None for s in slots):
-            raise ShapeError("SplitWriter takes view slots (offset set) only")
-        order = sorted(range(len(slots)), key=lambda i: slots[i].offset)  # type: ignore[arg-type,return-value]
-        sizes: list[int] = []
-        pick = [0] * len(slots)
-        pos = 0
-        for i in order:
-            s = slots[i]
-            if s.offset < pos:  # type: ignore[operator]
-                raise ShapeError(f"slot {s.name} overlaps the previous one at offset {s.offset}")
-            if s.offset > pos:  # type: ignore[operator]
-                sizes.append(s.offset - pos)  # type: ignore[operator]
-            pick[i] = len(sizes)
-            sizes.append(s.numel)
-            pos = s.offset + s.numel  # type: ignore[operator]
-        if pos > total:
-            raise ShapeError(f"slots need {pos} values but the source has {total}")
-        if pos < total:
-            sizes.append(total - pos)
-        self._sizes, self._pick = sizes, pick
-        self._shapes = [s.shape for s in slots]
-
-    def tensors(self, source: Tensor) -> list[Tensor]:
-        chunks = source.split_with_sizes(self._sizes)          # one autograd node for every slot
-        return [chunks[j].view(shape) for j, shape in zip(self._pick, self._shapes)]

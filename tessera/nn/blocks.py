@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from ..registry import Registry
 
 __all__ = ["BLOCKS", "InvertedResidual", "BasicResidual", "SqueezeExcite", "DropPath",
-           "make_divisible", "create_act"]
+           "make_divisible", "create_act", "global_avg_pool"]
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -43,12 +43,34 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return out + divisor if out < 0.9 * v else out
 
 
-def create_act(act_layer: LayerFactory, inplace: bool = True) -> nn.Module:
-    """Instantiate ``act_layer``, in place when the layer supports it (ReLU, ReLU6, Hardswish...)."""
+# Activations whose in-place autograd needs only the result (no hidden copy of the input).
+# In-place Hardswish / Hardsigmoid / SiLU make autograd clone their input, which is slower.
+_INPLACE_CHEAP = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU)
+
+
+def create_act(act_layer: LayerFactory, inplace: bool | None = None) -> nn.Module:
+    """Instantiate ``act_layer``; ``inplace=None`` picks in place where autograd makes it free.
+
+    >>> create_act(nn.ReLU6), create_act(nn.Hardswish)
+    (ReLU6(inplace=True), Hardswish())
+    """
+    if inplace is None:
+        inplace = isinstance(act_layer, type) and issubclass(act_layer, _INPLACE_CHEAP)
+    if not inplace:
+        return act_layer()
     try:
-        return act_layer(inplace=inplace)
+        return act_layer(inplace=True)
     except TypeError:
         return act_layer()
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 1, 1) average, as ``AdaptiveAvgPool2d(1)``, dividing after the sum.
+
+    Dividing the small pooled tensor (not ``x.mean``) lets autograd send the gradient back as a
+    broadcast view instead of dividing a full (N, C, H, W) tensor: one pass less in backward.
+    """
+    return x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
 
 
 def _check_channels(name: str, channels: int) -> None:
@@ -79,8 +101,7 @@ class DropPath(nn.Module):
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excite: global mean -> 1x1 reduce (bias) -> act -> 1x1 expand (bias) -> gate.
 
-    The gate is a hard sigmoid (MobileNetV3). The pooling is ``x.mean((2, 3))``, which equals
-    ``AdaptiveAvgPool2d(1)`` but is a single reduction kernel.
+    The gate is a hard sigmoid (MobileNetV3); the pooling is :func:`global_avg_pool`.
 
     >>> se = SqueezeExcite(144, 36)
     >>> se(torch.randn(2, 144, 7, 7)).shape
@@ -96,7 +117,7 @@ class SqueezeExcite(nn.Module):
         self.gate = create_act(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)                    # (N, E, H, W) -> (N, E, 1, 1)
+        s = global_avg_pool(x)                              # (N, E, H, W) -> (N, E, 1, 1)
         s = self.act(self.conv_reduce(s))                   # (N, E, 1, 1) -> (N, R, 1, 1)
         s = self.gate(self.conv_expand(s))                  # (N, R, 1, 1) -> (N, E, 1, 1)
         return x * s                                        # broadcast over H, W
@@ -108,9 +129,10 @@ class InvertedResidual(nn.Module):
 
     1x1 expansion conv + BN + act, depthwise kxk conv + BN + act, squeeze-excite (reduction
     ``se_ratio`` of the expanded width, not rounded, hard-sigmoid gate), 1x1 projection conv + BN,
-    residual add.
-    With ``channels=24`` the block has 19380 parameters (paper, Table 7: ~20000), 8832 without SE
-    (~9000); with ``channels=40``: 51500 (~52000) and 22400 (~22000).
+    residual add. ``act_layer`` defaults to hard-swish and the SE uses ReLU, as MobileNetV3 does in
+    its wider layers (the paper builds its blocks on MobileNetV3); pass ``act_layer=nn.ReLU6`` for
+    MobileNetV2-style blocks. With ``channels=24`` the block has 19380 parameters (paper, Table 7:
+    ~20000), 8832 without SE (~9000); with ``channels=40``: 51500 (~52000) and 22400 (~22000).
 
     >>> blk = InvertedResidual(24)
     >>> blk(torch.randn(2, 24, 14, 14)).shape
@@ -149,8 +171,7 @@ class InvertedResidual(nn.Module):
         h = self.act2(self.bn2(self.conv_dw(h)))            # depthwise kxk, same shape
         h = self.se(h)                                      # channel gate, same shape
         h = self.bn3(self.conv_pwl(h))                      # (N, 6C, H, W) -> (N, C, H, W)
-        h = self.drop_path(h)
-        return h.add_(x) if isinstance(self.drop_path, nn.Identity) else h + x  # residual
+        return self.drop_path(h) + x                        # residual
 
 
 @BLOCKS.register("inverted_residual_nose", help="inverted residual block without squeeze-excite")
