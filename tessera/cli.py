@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (metrics.jsonl, final.json, ckpt/)")
     t.add_argument("--steps", type=int, default=None, help="stop at this global step (the LR schedule keeps the config's length)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt exactly")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.optim.lr=0.01")
+    t.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.optim.lr=0.01")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a finished or interrupted run directory")

@@ -82,6 +82,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         kt, vt = get_args(tp) or (Any, Any)
         return {_convert(kt, k, f"{key}.{k}"): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {type(value).__name__} {value!r}")
         return float(value)

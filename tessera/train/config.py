@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import load_config, to_dict
+from ..config import from_dict, load_config, to_dict
 from ..errors import ConfigError
 
 __all__ = ["OptimConfig", "ScheduleConfig", "EmaConfig", "TrainConfig", "ModelConfig", "TaskConfig",
@@ -34,12 +34,14 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = None) ->
 class OptimConfig:
     """Optimizer. Defaults follow paper 002, App. A.2 (RMSProp, weight decay 1e-5)."""
 
-    name: Literal["rmsprop", "adam", "adamw", "sgd"] = _help("optimizer: rmsprop | adam | adamw | sgd", "rmsprop")
+    name: Literal["rmsprop", "rmsprop_tf", "adam", "adamw", "sgd"] = _help(
+        "optimizer: rmsprop (torch) | rmsprop_tf (TensorFlow semantics, as in the paper) | adam | adamw | sgd",
+        "rmsprop")
     lr: float = _help("peak learning rate (after warmup)", 0.02)
     weight_decay: float = _help("L2 weight decay (decoupled for adamw)", 1e-5)
     momentum: float = _help("momentum (rmsprop, sgd)", 0.9)
     alpha: float = _help("rmsprop: decay of the squared-gradient average", 0.9)
-    eps: float = _help("epsilon of rmsprop / adam", 1e-3)
+    eps: float = _help("epsilon of rmsprop / adam (rmsprop_tf: inside the square root)", 1e-3)
     betas: tuple[float, float] = _help("adam / adamw betas", (0.9, 0.999))
     nesterov: bool = _help("sgd: Nesterov momentum", False)
     no_decay_1d: bool = _help("exclude biases and norm weights (1-d tensors) from weight decay", True)
@@ -98,12 +100,18 @@ class TrainConfig:
         "several tasks: one task per step in turn (round_robin) or all tasks' losses summed each step", "round_robin")
     clip_grad: float = _help("clip the global gradient norm to this value (0: off)", 0.0)
     device: str = _help("auto | cpu | cuda | cuda:N | mps (auto: cuda > mps > cpu)", "auto")
+    threads: int = _help("CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with "
+                         "other busy processes", 0)
     progress: Literal["auto", "on", "off"] = _help("tqdm progress bar: auto = when stderr is a terminal", "auto")
     optim: OptimConfig = _help("optimizer", factory=OptimConfig)
     schedule: ScheduleConfig = _help("learning-rate schedule", factory=ScheduleConfig)
     ema: EmaConfig = _help("EMA of the weights for evaluation", factory=EmaConfig)
 
     def __post_init__(self) -> None:
+        # programmatic convenience: TrainConfig(optim={"name": "adam", "lr": 1e-3})
+        for k, cls in (("optim", OptimConfig), ("schedule", ScheduleConfig), ("ema", EmaConfig)):
+            if isinstance(getattr(self, k), dict):
+                setattr(self, k, from_dict(cls, getattr(self, k), prefix=f"train.{k}."))
         if self.steps is None and self.epochs is None:
             raise ConfigError("config: set 'train.steps' or 'train.epochs' (the LR-schedule length)")
         if self.steps is not None and self.epochs is not None:
@@ -115,7 +123,7 @@ class TrainConfig:
         for k in ("batch_size", "eval_batch_size"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"config key 'train.{k}': must be >= 1, got {getattr(self, k)}")
-        for k in ("eval_every", "checkpoint_every", "log_every"):
+        for k in ("eval_every", "checkpoint_every", "log_every", "threads"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(self, k)}")
 
@@ -176,7 +184,7 @@ def load_run_config(path: str | None, overrides: list[str] | None = None) -> Run
 # Keys that may differ when resuming: they change how long / where a run goes, not what it computes.
 RUN_LENGTH_KEYS = frozenset({
     "train.steps", "train.epochs", "train.eval_every", "train.checkpoint_every", "train.log_every",
-    "train.progress", "train.device", "train.eval_batch_size", "data_root",
+    "train.progress", "train.device", "train.threads", "train.eval_batch_size", "data_root",
 })
 
 

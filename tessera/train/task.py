@@ -72,7 +72,11 @@ def as_data(d: Any) -> Indexable | None:
 
 @dataclass(frozen=True)
 class Metric:
-    """``fn(outputs, targets)`` -> per-element values (kind="mean") or a scalar (kind="global")."""
+    """``fn(outputs, targets)`` -> per-element values (kind="mean") or a scalar (kind="global").
+
+    Per-element values are summed in float64 on the CPU, batch by batch (float32 on the device, since
+    MPS has no float64).
+    """
 
     name: str
     fn: Callable[[Tensor, Tensor], Tensor]
@@ -114,14 +118,14 @@ def _binary_scores(out: Tensor) -> Tensor:
 
 METRICS: Registry[Metric] = Registry("metric")
 for _m in [
-    Metric("accuracy", lambda o, y: (o.argmax(-1) == y).double()),
-    Metric("error", lambda o, y: (o.argmax(-1) != y).double(), higher_is_better=False),
-    Metric("mse", lambda o, y: (o.reshape(y.shape).double() - y.double()) ** 2, higher_is_better=False),
-    Metric("rmse", lambda o, y: (o.reshape(y.shape).double() - y.double()) ** 2, finalize=math.sqrt,
+    Metric("accuracy", lambda o, y: (o.argmax(-1) == y).float()),
+    Metric("error", lambda o, y: (o.argmax(-1) != y).float(), higher_is_better=False),
+    Metric("mse", lambda o, y: (o.reshape(y.shape).float() - y.float()) ** 2, higher_is_better=False),
+    Metric("rmse", lambda o, y: (o.reshape(y.shape).float() - y.float()) ** 2, finalize=math.sqrt,
            higher_is_better=False),
-    Metric("mae", lambda o, y: (o.reshape(y.shape).double() - y.double()).abs(), higher_is_better=False),
+    Metric("mae", lambda o, y: (o.reshape(y.shape).float() - y.float()).abs(), higher_is_better=False),
     Metric("perplexity", lambda o, y: F.cross_entropy(o.reshape(-1, o.shape[-1]).float(), y.reshape(-1),
-                                                      reduction="none").double(),
+                                                      reduction="none"),
            finalize=lambda v: math.exp(min(v, 700.0)), higher_is_better=False),
     Metric("auc", lambda o, y: roc_auc(_binary_scores(o), y), kind="global"),
 ]:
