@@ -1,0 +1,122 @@
+"""BatchNorm statistics at recombination time (App. C.1) and freezing modules bit-exactly.
+
+Three ways to normalise with BatchNorm when a network is evaluated:
+
+* ``"train"``     -- the running statistics aggregated during training (PyTorch's ``eval()``);
+* ``"batch"``     -- the statistics of each test batch (the paper's default after recombination);
+* ``"recompute"`` -- running statistics recomputed over the whole test set (images only, no labels).
+
+>>> import torch
+>>> from torch import nn
+>>> bn = nn.BatchNorm1d(3).eval()
+>>> with batch_stats(bn):
+...     y = bn(torch.randn(8, 3) * 5 + 2)
+>>> bool(y.mean(0).abs().max() < 1e-5), bn.running_mean.tolist()   # normalised, buffers untouched
+(True, [0.0, 0.0, 0.0])
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = ["BN_MODES", "batch_stats", "frozen", "recompute_stats", "bn_layers", "eval_mode"]
+
+BN_MODES = ("train", "batch", "recompute")
+_BUFS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def bn_layers(*modules: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """All BatchNorm layers inside ``modules`` (each once)."""
+    seen: dict[int, nn.modules.batchnorm._BatchNorm] = {}
+    for m in modules:
+        for sub in m.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                seen.setdefault(id(sub), sub)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def batch_stats(*modules: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm in ``modules`` normalises by batch statistics and changes no buffer.
+
+    Works in train and eval mode alike: the running buffers are hidden (set to ``None``) and restored on
+    exit, so nothing (not even ``num_batches_tracked``) is updated.
+    """
+    saved = []
+    for bn in bn_layers(*modules):
+        saved.append((bn, {k: getattr(bn, k) for k in _BUFS}))
+        for k in _BUFS:
+            setattr(bn, k, None)
+    try:
+        yield
+    finally:
+        for bn, bufs in saved:
+            for k, v in bufs.items():
+                setattr(bn, k, v)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside, ``modules`` get no gradients and keep every tensor bit-identical (BN uses batch statistics).
+
+    Gradients still flow *through* a frozen module to whatever feeds it (e.g. an extractor trained
+    against a frozen auxiliary head).
+    """
+    params = {id(p): p for m in modules for p in m.parameters()}
+    flags = {k: p.requires_grad for k, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(False)
+    try:
+        with batch_stats(*modules):
+            yield
+    finally:
+        for k, p in params.items():
+            p.requires_grad_(flags[k])
+
+
+@torch.no_grad()
+def recompute_stats(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """A copy of ``module`` whose BN running statistics are the exact averages over ``batches``."""
+    m = copy.deepcopy(module)
+    layers = bn_layers(m)
+    for bn in layers:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: equal weight per batch
+    m.train()
+    for xb in batches:
+        m(xb)
+    return m.eval()
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module, bn: str = "batch", batches: Iterable[torch.Tensor] | None = None
+              ) -> Iterator[nn.Module]:
+    """Yield ``module`` (or a recomputed copy) ready for evaluation under BN mode ``bn``.
+
+    ``batches`` (the test images) are needed for ``"recompute"``. Every submodule's train/eval mode is
+    restored on exit.
+    """
+    if bn not in BN_MODES:
+        raise ConfigError(f"unknown BN mode {bn!r}; choose one of {', '.join(BN_MODES)}")
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        if bn == "recompute":
+            if batches is None:
+                raise ConfigError("BN mode 'recompute' needs the test images; pass batches=...")
+            yield recompute_stats(module, batches)
+        elif bn == "batch":
+            module.eval()
+            with batch_stats(module):
+                yield module
+        else:
+            module.eval()
+            yield module
+    finally:
+        for m, was in modes:  # every submodule back to its own mode
+            m.training = was

@@ -1,0 +1,75 @@
+"""Rotation labels for every angle, DCC on common classes only, RP with any self-supervised task, IIW."""
+import pytest
+import torch
+from torch import nn
+
+from tessera.compat import DCC, RP, RotationTask, SelfSupervisedTask, identical_init, make_networks
+from tessera.errors import ConfigError, ShapeError
+
+
+def test_rotation_labels_every_angle():
+    img = torch.zeros(1, 1, 5, 5)
+    img[0, 0, 0, 4] = 1.0  # a single pixel at the top-right corner
+    xs, ys = RotationTask("all").make_batch(img)
+    assert ys.tolist() == [0, 1, 2, 3]
+    corners = {0: (0, 4), 1: (0, 0), 2: (4, 0), 3: (4, 4)}  # counter-clockwise by 0/90/180/270 degrees
+    for k, (r, c) in corners.items():
+        assert ys[k] == k and xs[k, 0, r, c] == 1.0 and xs[k].sum() == 1.0
+    x = torch.rand(64, 1, 6, 6)
+    xr, yr = RotationTask("random").make_batch(x, torch.Generator().manual_seed(0))
+    assert set(yr.tolist()) == {0, 1, 2, 3}
+    for i in range(64):  # undoing the labelled rotation gives the original image back
+        assert torch.equal(torch.rot90(xr[i], -int(yr[i]), dims=(1, 2)), x[i])
+    with pytest.raises(ShapeError, match="square"):
+        RotationTask().make_batch(torch.rand(2, 1, 4, 5))
+
+
+def test_dcc_common_classes_only():
+    head = nn.Linear(3, 2)
+    dcc = DCC(head, [["cat", "dog", "car"], ["ship", "car", "cat"]])
+    assert dcc.classes == ["cat", "car"]
+    feats = torch.randn(4, 3, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 1])  # task 0: cat, dog, car, dog
+    loss = dcc.loss(nn.Identity(), feats, y, feats, task=0)
+    keep = torch.tensor([0, 2])
+    ref = nn.functional.cross_entropy(head(feats[keep]), torch.tensor([0, 1]), reduction="sum") / 4
+    assert torch.allclose(loss, ref)
+    loss.backward()
+    assert feats.grad[1].abs().sum() == 0 and feats.grad[3].abs().sum() == 0 and feats.grad[0].abs().sum() > 0
+    none = dcc.loss(nn.Identity(), feats, torch.tensor([1, 1]), feats[:2], task=0)
+    assert none.item() == 0.0
+    with pytest.raises(ConfigError, match="share none"):
+        DCC(head, [["a", "b"], ["c", "d"]])
+    with pytest.raises(ShapeError, match="num_classes=2"):
+        DCC(nn.Linear(3, 5), [["a", "b"], ["a", "b"]]).loss(nn.Identity(), feats, y % 2, feats, 0)
+
+
+class Flip:
+    """A different self-supervised task: was the image flipped left-right?"""
+
+    name, num_classes = "flip", 2
+
+    def make_batch(self, x, generator=None):
+        return torch.cat([x, x.flip(-1)]), torch.arange(2).repeat_interleave(len(x))
+
+
+def test_rp_accepts_any_self_supervised_task():
+    assert isinstance(Flip(), SelfSupervisedTask) and isinstance(RotationTask(), SelfSupervisedTask)
+    ext = nn.Flatten()
+    loss = RP(nn.Linear(16, 2), Flip()).loss(ext, torch.rand(3, 1, 4, 4))
+    assert loss.ndim == 0 and loss > 0
+    with pytest.raises(ShapeError, match="num_classes=4"):
+        RP(nn.Linear(16, 2)).loss(ext, torch.rand(3, 1, 4, 4))
+    with pytest.raises(ConfigError, match="SelfSupervisedTask"):
+        RP(nn.Linear(16, 2), object())
+
+
+def test_identical_initial_weights():
+    a, b = make_networks(lambda: nn.Linear(4, 3), 2, seed=1, iiw=True)
+    c, d = make_networks(lambda: nn.Linear(4, 3), 2, seed=1, iiw=False)
+    assert torch.equal(a.weight, b.weight) and not torch.equal(c.weight, d.weight)
+    pre = nn.Linear(4, 3)
+    e, f = make_networks(lambda: nn.Linear(4, 3), 2, seed=2, iiw=True, pretrained=pre)
+    assert torch.equal(e.weight, pre.weight) and torch.equal(f.bias, pre.bias)
+    with pytest.raises(ShapeError, match="identical architectures"):
+        identical_init([nn.Linear(4, 3), nn.Linear(4, 2)])
