@@ -1,0 +1,110 @@
+"""The three task architectures of MUiR's cross-modal experiment (paper 003, §4.2, S.5), CPU-sized.
+
+* :class:`LeNet` (vision) - five layers, sizes multiples of 16: conv 5x5 (in -> 16), max-pool, conv 5x5
+  (16 -> 16), max-pool, fc (16*4*4 -> 128), fc (128 -> 96), fc (96 -> classes). MUiR reparameterizes the
+  middle three (conv2, fc1, fc2).
+* :class:`LSTMLanguageModel` (text) - word embedding, 2-layer LSTM, decoder tied to the embedding
+  (dropout on the embedding and the LSTM output), as the paper's code. The LSTM is reparameterized.
+* :class:`DeepBind` (DNA) - per-base embedding (a kernel-1 conv of the one-hot input), conv with 24-wide
+  motif filters, global max-pool, fc, fc -> 1. The conv and the first fc are reparameterized.
+
+Each model's first and last layer are the unshared adapters (S.3), which is what
+:func:`tessera.hyper.reparameterize` targets by default.
+
+>>> m = LeNet()
+>>> m(torch.zeros(2, 1, 28, 28)).shape
+torch.Size([2, 10])
+>>> lm = LSTMLanguageModel(vocab=50, hidden=32)
+>>> logits, state = lm(torch.zeros(7, 3, dtype=torch.long))          # (T, B) tokens
+>>> logits.shape, state[0].shape
+(torch.Size([21, 50]), torch.Size([2, 3, 32]))
+>>> DeepBind(channels=16)(torch.zeros(5, 4, 101)).shape
+torch.Size([5])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LeNet", "LSTMLanguageModel", "DeepBind", "detach_state", "TASK_MODELS"]
+
+
+class LeNet(nn.Module):
+    """LeNet-5 with layer sizes rounded up to multiples of 16 (S.5); no padding, so 28x28 -> 4x4 maps."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image: int = 28, channels: int = 16,
+                 hidden: tuple[int, int] = (128, 96)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 5)
+        self.conv2 = nn.Conv2d(channels, channels, 5)
+        side = ((image - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(channels * side * side, hidden[0])
+        self.fc2 = nn.Linear(hidden[0], hidden[1])
+        self.fc3 = nn.Linear(hidden[1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:                          # (B, C, H, W) -> (B, classes)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(x)))
+
+
+def detach_state(state: Any) -> Any:
+    """Truncated BPTT: the recurrent state without its history."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class LSTMLanguageModel(nn.Module):
+    """Word-level LM: embedding (V, h) -> LSTM(h, h, layers) -> decoder (tied to the embedding).
+
+    ``forward(tokens (T, B), state=None) -> (logits (T*B, V), state)``; pass the returned state (after
+    :func:`detach_state`) to the next call for truncated backpropagation through time.
+    """
+
+    def __init__(self, vocab: int, hidden: int = 128, layers: int = 2, dropout: float = 0.2, tie: bool = True):
+        super().__init__()
+        self.vocab, self.hidden, self.layers = vocab, hidden, layers
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(vocab, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=layers)
+        self.decoder = nn.Linear(hidden, vocab)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if tie:
+            self.decoder.weight = self.encoder.weight
+        else:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def forward(self, tokens: Tensor, state: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        emb = self.drop(self.encoder(tokens))                         # (T, B, h)
+        out, state = self.lstm(emb, state)                            # (T, B, h)
+        return self.decoder(self.drop(out).flatten(0, 1)), state      # (T*B, V)
+
+
+class DeepBind(nn.Module):
+    """DeepBind-C: one-hot DNA (B, 4, L) -> embed (k=1) -> conv (k=24, C -> C) -> ReLU -> global max -> fc -> 1.
+
+    The paper's DeepBind-256 has C = hidden = 256; the original DeepBind had 16 motifs and 32 hidden units.
+    The conv and the first fc start He-normal (as the paper's code).
+    """
+
+    def __init__(self, channels: int = 64, hidden: int = 64, kernel: int = 24):
+        super().__init__()
+        self.embed = nn.Conv1d(4, channels, 1)
+        self.conv = nn.Conv1d(channels, channels, kernel)
+        self.fc = nn.Linear(channels, hidden)
+        self.out = nn.Linear(hidden, 1)
+        for layer in (self.conv, self.fc):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:                           # (B, 4, L) -> (B,) logits / values
+        h = F.relu(self.conv(self.embed(x))).amax(-1)                 # (B, C)
+        return self.out(F.relu(self.fc(h))).squeeze(-1)
+
+
+TASK_MODELS = {"lenet": LeNet, "lstm": LSTMLanguageModel, "deepbind": DeepBind}
+"""Architecture name -> class."""
