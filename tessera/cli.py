@@ -60,7 +60,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _run_registered(kind: str, args: argparse.Namespace) -> int:
     from .experiments import EXPERIMENTS, RunOptions
-    from . import registrations  # noqa: F401  (fills the registries)
     from .bench import BENCHMARKS
     from .results import format_table
     reg = EXPERIMENTS if kind == "reproduce" else BENCHMARKS
@@ -78,7 +77,6 @@ def _run_registered(kind: str, args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .experiments import EXPERIMENTS
-    from . import registrations  # noqa: F401
     from .bench import BENCHMARKS
     for title, reg in (("experiments (tessera reproduce NAME)", EXPERIMENTS), ("benchmarks (tessera bench NAME)", BENCHMARKS)):
         print(title)

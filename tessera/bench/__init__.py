@@ -11,3 +11,9 @@ from ..registry import Registry
 __all__ = ["RunOptions", "BENCHMARKS"]
 
 BENCHMARKS: Registry = Registry("benchmark")
+BENCHMARKS.register_lazy("mixture-overhead", "tessera.bench.mixture:run",
+                         help="template-mixture train step (K=4, 16) and collapsed inference vs plain isometric net")
+BENCHMARKS.register_lazy("isometric-throughput", "tessera.bench.isometric:run",
+                         help="IsometricNet vs the same architecture as plain nn.Sequential: training step / samples per s")
+BENCHMARKS.register_lazy("muir-overhead", "tessera.bench.muir:run",
+                         help="MUiR (lambda=1, all locations soft-merged) vs plain LeNet / LSTM LM / DeepBind training steps")
