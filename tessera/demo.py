@@ -23,9 +23,6 @@ SECTIONS: list[tuple[str, str]] = [
     ("domain adaptation by mixture weights (paper 002 §4.4)", "tessera.adapt.demo:demo"),
 ]
 
-_COLUMNS = ["section", "setting", "method", "metric", "value", "paper_says"]
-
-
 def run_demo(out: Path, sections: list[tuple[str, str]] | None = None) -> dict:
     """Run every available section, print one table, write ``out/demo.json``."""
     out = Path(out)
@@ -43,10 +40,8 @@ def run_demo(out: Path, sections: list[tuple[str, str]] | None = None) -> dict:
         t0 = time.perf_counter()
         print(f"== {title}", flush=True)
         rows = fn(out / mod_name.split(".")[1])
-        for r in rows:
-            r.setdefault("section", mod_name.split(".")[1])
-            report.rows.append(r)
-        print(format_table(rows, [c for c in _COLUMNS if any(c in r for r in rows)]))
+        report.rows.extend({"section": mod_name.split(".")[1], **r} for r in rows)
+        print(format_table(rows))
         print(f"   ({time.perf_counter() - t0:.1f} s; files in {out / mod_name.split('.')[1]})\n", flush=True)
     result = report.write(out / "demo.json")
     print(f"demo finished in {result['wall_seconds']:.1f} s; results in {out / 'demo.json'}")
