@@ -1,0 +1,186 @@
+"""The protocol of paper 002 §4.4 / App. D for one seed: every row of Tables 3, 9 and 11/12.
+
+:func:`run_compositional` trains a :class:`CompositionalDA` on the sources, copies the chosen
+source's mixture weights to the target, and from that one state measures source-only, ADDA, moment
+matching, supervised fine-tuning (the upper bound), the Table 9 initializations, and an AdaBN-style
+diagnostic (target BN statistics re-estimated, nothing trained). :func:`run_isometric` does the same
+for the plain isometric baseline, adapting only the target's input adapter ("(IA)").
+
+Each returns ``{"acc": {row: %}, "params": {row: trained parameters}, "info": {...}}``; the
+experiments aggregate these over seeds.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .domains import Domain, check_domains
+from .init import accuracy_init, best_source, learned_init, random_init, rank_sources
+from .loops import accuracy, adapt_adda, adapt_m3sda, finetune_target, reestimate_stats, train_sources
+from .models import CompositionalDA, DAModel, IsometricDA
+from .select import count_params
+
+__all__ = ["AdaptConfig", "run_compositional", "run_isometric", "ROWS"]
+
+ROWS = {"source_only": "Source-only", "comp_source_only": "Comp. source-only", "ia_adda": "Adversarial (IA)",
+        "comp_adda": "Comp. Adversarial", "ia_m3sda": "Moment Matching (IA)", "comp_m3sda": "Comp. Moment Matching",
+        "comp_supervised": "Comp. supervised"}
+"""Table 3 row keys -> the paper's row names."""
+
+
+@dataclass
+class AdaptConfig:
+    """Step counts and learning rates of one seed's protocol (defaults: App. D.2-D.4 where given)."""
+
+    pretrain_steps: int = 1000
+    batch_size: int = 64            # per source domain and step
+    lr: float = 2e-3                # source training, linear decay to final_lr (App. D.2)
+    final_lr: float = 2e-5
+    weight_decay: float = 2e-5      # L2 on kernels (Keras 1e-5 * sum w^2 -> grad 2e-5 w)
+    mixture_lr_mult: float = 10.0   # mixture logits learn this much faster (the paper used RMSProp at 0.02-0.04)
+    adapt_steps: int = 300
+    adapt_batch: int = 64
+    lr_mixture: float = 1e-3        # target mixture logits (1e-2 makes ADDA collapse on digits)
+    lr_adapter: float = 1e-3        # target input adapter (IA baselines)
+    disc_lr: float = 2e-4           # App. D.3: 2e-4 -> 1e-5
+    disc_final_lr: float = 1e-5
+    disc_hidden: int = 64
+    clf_lr: float = 1e-3            # the two classifiers of the discrepancy min-max
+    moment_weight: float = 1.0
+    discrepancy_weight: float = 1.0
+    moment_order: int = 2
+    pool: int = 2000                # fixed source samples per domain for the adaptation losses
+    ft_steps: int = 300             # supervised fine-tuning (upper bound, Table 9 ft.)
+    learned_steps: int = 100        # learned interpolation of Table 9
+    init_source: str = "entropy"    # "entropy" (label-free pick), "accuracy" (paper: needs labels) or a name
+    target_bn: str = "train"        # target's own BN layers during adaptation: "train" (batch stats, updated) | "eval"
+    stats_diagnostic: bool = True   # also report: source-only + re-estimated target BN statistics, and both
+                                    # methods with the target's BN statistics frozen (mixture weights alone)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _restore(model: DAModel, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state)
+
+
+def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
+                      source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
+                      log: Callable[[str], None] = print, table9: bool = True) -> dict[str, Any]:
+    """All compositional rows for one seed. ``target_train`` carries labels, used ONLY by the
+    supervised rows (upper bound, Table 9) and the ``init_source="accuracy"`` pick; the
+    unsupervised methods get ``target_train.unlabeled()``."""
+    check_domains(list(sources) + [target_train])
+    check_domains(list(sources) + [target_train, target_test] + list(source_tests), distinct=False)
+    t, names = target_train.name, [d.name for d in sources]
+    unl = target_train.unlabeled()
+    acc: dict[str, float] = {}
+    params: dict[str, int] = {}
+    info: dict[str, Any] = {}
+
+    log(f"  comp: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
+    losses = train_sources(model, sources, steps=cfg.pretrain_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                           final_lr=cfg.final_lr, weight_decay=cfg.weight_decay,
+                           mixture_lr_mult=cfg.mixture_lr_mult, seed=seed)
+    info["final_loss"] = sum(losses[-20:]) / len(losses[-20:])
+    params["pretrain"] = count_params(model)
+    for d in source_tests:
+        acc[f"source:{d.name}"] = accuracy(model, d)
+
+    ent = rank_sources(model, unl, names, by="entropy")
+    by_acc = rank_sources(model, target_train, names, by="accuracy")
+    info["target_entropy_by_source"], info["target_train_acc_by_source"] = ent, by_acc
+    pick = (best_source(ent, "entropy") if cfg.init_source == "entropy" else
+            best_source(by_acc, "accuracy") if cfg.init_source == "accuracy" else cfg.init_source)
+    info["init_source"], info["init_source_by_accuracy"] = pick, best_source(by_acc, "accuracy")
+    model.add_target(t, from_domain=pick)
+    state = copy.deepcopy(model.state_dict())
+    n_target = count_params(model.target_parameters(t))
+    acc["comp_source_only"] = accuracy(model, target_test, t)
+    params["comp_source_only"] = params["pretrain"]
+    log(f"  comp: source-only {acc['comp_source_only']:.2f}% (target weights from {pick})")
+
+    if cfg.stats_diagnostic:
+        reestimate_stats(model, unl)
+        acc["comp_stats_only"], params["comp_stats_only"] = accuracy(model, target_test, t), 0
+        _restore(model, state)
+
+    for suffix, bn in [("", cfg.target_bn)] + ([("_frozen_bn", "eval")] if cfg.stats_diagnostic else []):
+        common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture, pool=cfg.pool,
+                      target_bn=bn, seed=seed)
+        adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
+                   disc_hidden=cfg.disc_hidden, **common)
+        acc[f"comp_adda{suffix}"], params[f"comp_adda{suffix}"] = accuracy(model, target_test, t), n_target
+        _restore(model, state)
+        adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
+                    discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
+        acc[f"comp_m3sda{suffix}"], params[f"comp_m3sda{suffix}"] = accuracy(model, target_test, t), n_target
+        _restore(model, state)
+    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture, seed=seed)
+    acc["comp_supervised"], params["comp_supervised"] = accuracy(model, target_test, t), n_target
+    _restore(model, state)
+    log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
+        f"supervised {acc['comp_supervised']:.2f}%")
+
+    if table9:
+        inits = {"random": lambda: random_init(model, seed=seed + 1000),
+                 "accuracy": lambda: accuracy_init(model, by_acc),
+                 "learned": lambda: learned_init(model, target_train, names, steps=cfg.learned_steps,
+                                                 batch_size=cfg.adapt_batch, seed=seed)}
+        for kind, make in inits.items():
+            out = make()
+            logits, coef = out if isinstance(out, tuple) else (out, None)
+            if coef is not None:
+                info["learned_coefficients"] = coef
+            _restore(model, state)  # learned_init updated the target BN statistics: start from the same state
+            model.set_logits(t, logits)
+            acc[f"init:{kind}"] = accuracy(model, target_test, t)
+            finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch,
+                            lr=cfg.lr_mixture, seed=seed)
+            acc[f"ft:{kind}"] = accuracy(model, target_test, t)
+            _restore(model, state)
+        acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
+    return {"acc": acc, "params": params, "info": info}
+
+
+def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
+                  source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The plain isometric baseline for one seed: source-only, and ADDA / moment matching / supervised
+    fine-tuning of the target's own input adapter."""
+    check_domains(list(sources) + [target_train])
+    check_domains(list(sources) + [target_train, target_test] + list(source_tests), distinct=False)
+    t = target_train.name
+    unl = target_train.unlabeled()
+    acc: dict[str, float] = {}
+    params: dict[str, int] = {}
+    log(f"  isometric: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
+    train_sources(model, sources, steps=cfg.pretrain_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                  final_lr=cfg.final_lr, weight_decay=cfg.weight_decay, seed=seed)
+    params["pretrain"] = count_params(model)
+    for d in source_tests:
+        acc[f"source:{d.name}"] = accuracy(model, d)
+    model.add_target(t)
+    state = copy.deepcopy(model.state_dict())
+    n_target = count_params(model.target_parameters(t))
+    acc["source_only"], params["source_only"] = accuracy(model, target_test, t), params["pretrain"]
+    common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter, pool=cfg.pool,
+                  target_bn=cfg.target_bn, seed=seed)
+    adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
+               disc_hidden=cfg.disc_hidden, **common)
+    acc["ia_adda"], params["ia_adda"] = accuracy(model, target_test, t), n_target
+    _restore(model, state)
+    adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
+                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
+    acc["ia_m3sda"], params["ia_m3sda"] = accuracy(model, target_test, t), n_target
+    _restore(model, state)
+    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter, seed=seed)
+    acc["ia_supervised"], params["ia_supervised"] = accuracy(model, target_test, t), n_target
+    _restore(model, state)
+    log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "
+        f"moment matching (IA) {acc['ia_m3sda']:.2f}%, supervised (IA) {acc['ia_supervised']:.2f}%")
+    return {"acc": acc, "params": params, "info": {}}

@@ -1,0 +1,122 @@
+"""Initial mixture weights of a new (target) domain (paper 002, App. C, Table 9; App. D.2).
+
+* ``copy``: the logits of one source (App. D.2 copies the best one). :func:`rank_sources` ranks
+  sources without labels (mean prediction entropy on the target, low = confident) or, where labels
+  exist, by accuracy (what the paper did).
+* ``random``: fresh N(0, 1) logits.
+* ``accuracy``: ``Xi = sum_v c_v Xi_v`` with ``c_v = a_v / sum a`` from each source's accuracy a_v on
+  the new domain (needs labels).
+* ``learned``: ``c = softmax(beta)`` learned by cross-entropy on labelled new-domain data, everything
+  else fixed.
+
+Mixing is done on the mixture *weights* softmax(xi) (each layer stays a convex combination of
+templates); the result is stored back as logits ``log(weights)``. These mirror
+:mod:`tessera.mixture.transfer`, whose ``learn_interpolation`` / ``source_accuracies`` assume per-task
+heads; here all domains share the heads of a :class:`CompositionalDA`.
+
+>>> w = {"a": torch.tensor([[1.0, 0.0]]), "b": torch.tensor([[0.0, 1.0]])}
+>>> interpolate(w, {"a": 3.0, "b": 1.0}).softmax(-1)
+tensor([[0.7500, 0.2500]])
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..mixture import init_logits
+from ..mixture.transfer import accuracy_coefficients
+from .domains import BatchStream, Domain, require_labeled
+from .loops import linear_lr
+from .models import CompositionalDA
+from .select import step_only
+
+__all__ = ["interpolate", "source_weights", "rank_sources", "random_init", "accuracy_init", "learned_init"]
+
+_TINY = 1e-12
+
+
+def source_weights(model: CompositionalDA, sources: Sequence[str]) -> dict[str, Tensor]:
+    """``{source: softmax(xi) (L, K)}`` detached."""
+    return {s: model.net.coefficients(s).detach() for s in sources}
+
+
+def interpolate(weights: Mapping[str, Tensor], coef: Mapping[str, float] | Tensor) -> Tensor:
+    """Logits ``log(sum_v c_v w_v)`` (L, K) of a convex combination of mixture weights ``w_v`` (L, K).
+
+    ``coef`` is normalised to sum to 1 (a dict by name, or a tensor in the order of ``weights``).
+    """
+    names = list(weights)
+    c = (torch.as_tensor([float(coef[n]) for n in names]) if isinstance(coef, Mapping) else coef)
+    if c.shape != (len(names),) or bool((c < 0).any()) or float(c.sum()) <= 0:
+        raise ConfigError(f"interpolation coefficients {c.tolist()} must be >= 0, one per source, not all 0")
+    c = c / c.sum()
+    w = torch.einsum("v,vlk->lk", c.to(weights[names[0]]), torch.stack([weights[n] for n in names]))  # (L, K)
+    return w.clamp_min(_TINY).log()
+
+
+@torch.no_grad()
+def rank_sources(model: CompositionalDA, target: Domain, sources: Sequence[str], by: str = "entropy",
+                 n: int = 2000, batch_size: int = 512) -> dict[str, float]:
+    """Score each source's mixture weights on target inputs (target BN statistics = that source's).
+
+    ``by="entropy"``: mean prediction entropy (no labels used; lower is better). ``by="accuracy"``:
+    accuracy in % (needs labels; higher is better). Returns ``{source: score}``.
+    """
+    if by not in ("entropy", "accuracy"):
+        raise ConfigError(f"rank_sources by {by!r}; choose 'entropy' (label-free) or 'accuracy'")
+    if by == "accuracy":
+        require_labeled(target, "ranking sources by accuracy")
+    x, y = target.x[:n], (None if target.y is None else target.y[:n])
+    model.eval()
+    out = {}
+    for s in sources:
+        lg = torch.cat([model.logits(x[i:i + batch_size], s) for i in range(0, len(x), batch_size)])
+        if by == "entropy":
+            p = lg.softmax(-1)
+            out[s] = float(-(p * p.clamp_min(_TINY).log()).sum(-1).mean())
+        else:
+            out[s] = 100.0 * float((lg.argmax(-1) == y).float().mean())
+    return out
+
+
+def best_source(scores: Mapping[str, float], by: str) -> str:
+    return (min if by == "entropy" else max)(scores, key=lambda k: scores[k])
+
+
+def random_init(model: CompositionalDA, seed: int = 0, std: float = 1.0) -> Tensor:
+    """Fresh random logits (L, K) (Table 9 "Random")."""
+    return init_logits(model.net.depth, model.net.num_templates, "random", std=std, seed=seed)
+
+
+def accuracy_init(model: CompositionalDA, accuracies: Mapping[str, float]) -> Tensor:
+    """Accuracy-based interpolation (Table 9): ``c_v = a_v / sum_k a_k``
+    (:func:`tessera.mixture.transfer.accuracy_coefficients`)."""
+    return interpolate(source_weights(model, list(accuracies)), accuracy_coefficients(accuracies))
+
+
+def learned_init(model: CompositionalDA, target: Domain, sources: Sequence[str], *, steps: int = 100,
+                 batch_size: int = 64, lr: float = 0.05, seed: int = 0) -> tuple[Tensor, dict[str, float]]:
+    """Learned interpolation (Table 9): ``c = softmax(beta)`` fitted by cross-entropy on labelled target data.
+
+    ``target.name`` must be a domain of the model (its BN statistics are used and updated). Returns
+    ``(logits (L, K), {source: c_v})``; nothing in the model but the target's BN statistics changes.
+    """
+    require_labeled(target, "learned interpolation")
+    w = torch.stack(list(source_weights(model, sources).values()))            # (V, L, K)
+    beta = torch.zeros(len(sources), device=w.device, requires_grad=True)
+    opt = torch.optim.Adam([beta], lr=lr)
+    stream = BatchStream(target, batch_size, seed=seed)
+    torch.manual_seed(seed)
+    with model.adapt_mode(target.name):
+        for s in range(steps):
+            linear_lr(opt, s, steps, lr, lr * 0.1)
+            x, y = next(stream)
+            coeff = torch.einsum("v,vlk->lk", beta.softmax(0), w)             # (V,) x (V, L, K) -> (L, K)
+            h = model.features(x, target.name, coeff=coeff)
+            step_only(opt, F.cross_entropy(model.classify(model.embed(h)), y))
+    c = beta.detach().softmax(0)
+    return interpolate(dict(zip(sources, w)), c), dict(zip(sources, c.tolist()))

@@ -1,0 +1,93 @@
+"""Shared by the domain-adaptation experiments: resumable per-seed runs and the rows of Tables 3/9/11/12."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..adapt.baselines import ROWS
+from ..io import load_json, save_json
+from ..results import Report
+from . import RunOptions
+
+__all__ = ["collect", "run_seeds"]
+
+
+def _fingerprint(d: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[str], setting: str,
+            paper_t3: dict[str, float], paper_t12: dict[str, tuple[float, float]],
+            paper_t9: dict[str, float] | None, source_table: str = "12") -> None:
+    """Table 3, Table 12 / 11 (``source_table``: per-domain supervised) and Table 9 rows from the per-seed results."""
+    def vals(model: str, key: str) -> list[float]:
+        return [r[model]["acc"][key] for r in per_seed]
+
+    def params(model: str, key: str) -> int:
+        return per_seed[0][model]["params"][key]
+
+    for key, name in ROWS.items():
+        model = "comp" if key.startswith("comp") else "iso"
+        report.add_row(setting=setting, method=name, metric="target accuracy (%)", values=vals(model, key),
+                       paper=paper_t3.get(key), trained_params=params(model, key), table="3")
+    report.add_row(setting=setting, method="Supervised (IA)", metric="target accuracy (%)",
+                   values=vals("iso", "ia_supervised"), paper=None, trained_params=params("iso", "ia_supervised"),
+                   table="3 (extra)")
+    diagnostics = {"comp_stats_only": "Comp. source-only + target BN statistics re-estimated",
+                   "comp_adda_frozen_bn": "Comp. Adversarial, target BN statistics frozen",
+                   "comp_m3sda_frozen_bn": "Comp. Moment Matching, target BN statistics frozen"}
+    for key, name in diagnostics.items():
+        if key in per_seed[0]["comp"]["acc"]:
+            report.add_row(setting=setting, method=name, metric="target accuracy (%)", values=vals("comp", key),
+                           paper=None, trained_params=params("comp", key), table="3 (diagnostic)")
+    gains = {"comp_adda": "comp_source_only", "comp_m3sda": "comp_source_only", "comp_supervised": "comp_source_only",
+             "comp_stats_only": "comp_source_only", "ia_adda": "source_only", "ia_m3sda": "source_only"}
+    for key, base in gains.items():
+        model = "comp" if key.startswith("comp") else "iso"
+        if key in per_seed[0][model]["acc"]:
+            diff = [a - b for a, b in zip(vals(model, key), vals(model, base))]
+            label = ROWS.get(key, "Comp. source-only + target BN statistics re-estimated")
+            report.add_row(setting=setting, method=f"{label} - {ROWS[base]}", metric="paired gain (points)",
+                           values=diff, paper=None, trained_params=params(model, key), table="3 (paired)")
+    for d in source_names:
+        p = paper_t12.get(d, (None, None))
+        report.add_row(setting=f"source {d} (supervised)", method="Isometric", metric="test accuracy (%)",
+                       values=vals("iso", f"source:{d}"), paper=p[0], trained_params=params("iso", "pretrain"),
+                       table=source_table)
+        report.add_row(setting=f"source {d} (supervised)", method="Compositional", metric="test accuracy (%)",
+                       values=vals("comp", f"source:{d}"), paper=p[1], trained_params=params("comp", "pretrain"),
+                       table=source_table)
+    if paper_t9 is not None and "init:random" in per_seed[0]["comp"]["acc"]:
+        n_t = params("comp", "comp_supervised")
+        labels = {"random": "Random", "accuracy": "Acc-based", "copy": "S/O (copied source)", "learned": "Learned"}
+        for kind, label in labels.items():
+            report.add_row(setting=f"{setting} target init", method=label, metric="initial accuracy (%)",
+                           values=vals("comp", f"init:{kind}"), paper=paper_t9.get(kind), trained_params=0,
+                           table="9")
+            report.add_row(setting=f"{setting} target init", method=label, metric="fine-tuned accuracy (%)",
+                           values=vals("comp", f"ft:{kind}"), paper=None, trained_params=n_t, table="9")
+
+
+def run_seeds(name: str, opts: RunOptions, budget: Any, seeds: int, config: dict[str, Any], data: tuple,
+              seed_fn: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run (or, with ``opts.resume``, reload) every seed; each finished seed is saved atomically."""
+    fp = _fingerprint(config)
+    folder = Path(opts.out) / name
+    out = []
+    for s in range(seeds):
+        path = folder / f"seed{s}.json"
+        if opts.resume and path.is_file():
+            saved = load_json(path)
+            if saved.get("fingerprint") == fp:
+                print(f"[{name}] seed {s}: reusing {path}", flush=True)
+                out.append(saved["result"])
+                continue
+        print(f"[{name}] seed {s}", flush=True)
+        res = seed_fn(budget, data, s, log=lambda m: print(m, flush=True))
+        save_json(path, {"fingerprint": fp, "config": config, "result": res})
+        out.append(res)
+    return out
+
+
