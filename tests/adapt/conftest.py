@@ -1,20 +1,10 @@
-"""Fixtures for the adaptation tests: one CPU thread, tiny generated domains."""
+"""Fixtures for the adaptation tests: tiny generated domains."""
 from __future__ import annotations
 
 import pytest
-import torch
 from adapt_helpers import make_domain
 
 from tessera.adapt import Domain
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared CPU: one thread is fastest and deterministic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -1,19 +1,10 @@
-"""Fixtures for MUiR tests: one torch thread (tiny ops; avoids OpenMP contention), the shared data root."""
+"""Fixtures for MUiR tests: the shared data root."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

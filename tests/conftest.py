@@ -1,6 +1,4 @@
-"""Trainer tests use tiny models: one CPU thread each is as fast and much kinder to a shared CPU."""
-from __future__ import annotations
-
+"""Suite-wide: tiny models on a shared CPU run fastest (and deterministically) on one intra-op thread."""
 import pytest
 import torch
 
