@@ -7,8 +7,8 @@ source's (picked by the lowest prediction entropy, no labels) and only they (L x
 adapted by ADDA and by moment matching. Evaluated on digit images no source saw.
 
 >>> rows = demo("runs/demo/adapt")          # doctest: +SKIP
->>> sorted({r["method"] for r in rows})     # doctest: +SKIP
-['ADDA (target mixture weights)', 'moment matching (target mixture weights)', 'source-only', ...]
+>>> [r["method"] for r in rows][-1]          # doctest: +SKIP
+'moment matching, 18 target mixture weights'
 """
 from __future__ import annotations
 
@@ -74,16 +74,15 @@ def _demo(out: Path, seed: int, steps: int, adapt_steps: int) -> list[dict[str, 
     src_acc = sum(accuracy(model, d) for d in tests) / len(tests)
     rows = [
         {"setting": setting, "method": "sources (held-out digits)", "metric": "accuracy %", "value": round(src_acc, 1),
-         "paper_says": "Table 12: sources fit well (~98-99 % on MNIST variants)"},
-        {"setting": setting, "method": f"source-only (weights of {pick})", "metric": "target accuracy %",
-         "value": round(acc["source-only"], 1), "paper_says": "Table 3: Comp. source-only 96.05 (digits)"},
-        {"setting": setting, "method": "target BN statistics re-estimated (nothing trained)",
-         "metric": "target accuracy %", "value": round(acc["stats"], 1),
-         "paper_says": "not in the paper: how much of the gain needs no mixture weights"},
-        {"setting": setting, "method": "ADDA (target mixture weights)", "metric": "target accuracy %",
-         "value": round(acc["ADDA"], 1), "paper_says": f"Table 3: 98.33 > source-only; trains {n} numbers"},
-        {"setting": setting, "method": "moment matching (target mixture weights)", "metric": "target accuracy %",
-         "value": round(acc["moment matching"], 1), "paper_says": "Table 3: 96.85 > source-only"},
+         "paper_says": "Table 12: 97.6-99.3 on MNIST variants"},
+        {"setting": setting, "method": f"source-only (mixture weights of {pick})", "metric": "target accuracy %",
+         "value": round(acc["source-only"], 1), "paper_says": "Table 3 digits: 96.05"},
+        {"setting": setting, "method": "target BN statistics re-estimated, nothing trained", "metric": "target accuracy %",
+         "value": round(acc["stats"], 1), "paper_says": "not reported (separates BN statistics from weights)"},
+        {"setting": setting, "method": f"ADDA, {n} target mixture weights", "metric": "target accuracy %",
+         "value": round(acc["ADDA"], 1), "paper_says": "Table 3: 98.33, above source-only"},
+        {"setting": setting, "method": f"moment matching, {n} target mixture weights", "metric": "target accuracy %",
+         "value": round(acc["moment matching"], 1), "paper_says": "Table 3: 96.85, above source-only"},
     ]
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "adapt.json", {"rows": rows, "seconds": time.perf_counter() - t0, "trained_params": n})

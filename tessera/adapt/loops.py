@@ -126,7 +126,7 @@ def _prepare(model: DAModel, sources: Sequence[Domain], target: Domain, method: 
 
 
 def adapt_adda(model: DAModel, sources: Sequence[Domain], target: Domain, *, steps: int, batch_size: int = 64,
-               lr: float = 1e-2, final_lr: float | None = None, disc_lr: float = 2e-4, disc_final_lr: float = 1e-5,
+               lr: float = 1e-3, final_lr: float | None = None, disc_lr: float = 2e-4, disc_final_lr: float = 1e-5,
                disc_hidden: int = 64, pool: int = 2000, target_bn: str = "train", seed: int = 0,
                log: Log = None, log_every: int = 50) -> list[dict[str, float]]:
     """ADDA on the target's parameters only (App. D.3): returns the per-step losses.
@@ -155,7 +155,7 @@ def adapt_adda(model: DAModel, sources: Sequence[Domain], target: Domain, *, ste
 
 
 def adapt_m3sda(model: DAModel, sources: Sequence[Domain], target: Domain, *, steps: int, batch_size: int = 64,
-                lr: float = 1e-2, final_lr: float | None = None, clf_lr: float = 1e-3, moment_weight: float = 1.0,
+                lr: float = 1e-3, final_lr: float | None = None, clf_lr: float = 1e-3, moment_weight: float = 1.0,
                 discrepancy_weight: float = 1.0, k: int = 2, pool: int = 2000, target_bn: str = "train",
                 seed: int = 0, log: Log = None, log_every: int = 50) -> list[dict[str, float]]:
     """Moment matching + two-classifier discrepancy on the target's parameters only (App. D.4).
@@ -195,7 +195,7 @@ def adapt_m3sda(model: DAModel, sources: Sequence[Domain], target: Domain, *, st
     return hist
 
 
-def finetune_target(model: DAModel, target: Domain, *, steps: int, batch_size: int = 64, lr: float = 1e-2,
+def finetune_target(model: DAModel, target: Domain, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
                     final_lr: float | None = None, seed: int = 0, params: Sequence[nn.Parameter] | None = None
                     ) -> list[float]:
     """Supervised fine-tuning of the target's parameters (the upper bound of Table 3; Table 9 "ft.")."""
