@@ -56,9 +56,10 @@ class AdaptConfig:
     ft_steps: int = 300             # supervised fine-tuning (upper bound, Table 9 ft.)
     learned_steps: int = 100        # learned interpolation of Table 9
     init_source: str = "entropy"    # "entropy" (label-free pick), "accuracy" (paper: needs labels) or a name
-    target_bn: str = "train"        # target's own BN layers during adaptation: "train" (batch stats, updated) | "eval"
+    target_bn: str = "eval"         # target's own BN layers while adapting: "eval" (statistics frozen: only the
+                                    # trained parameters act) | "train" (batch statistics, target's updated)
     stats_diagnostic: bool = True   # also report: source-only + re-estimated target BN statistics, and both
-                                    # methods with the target's BN statistics frozen (mixture weights alone)
+                                    # methods with the other target_bn mode
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +110,8 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
         acc["comp_stats_only"], params["comp_stats_only"] = accuracy(model, target_test, t), 0
         _restore(model, state)
 
-    for suffix, bn in [("", cfg.target_bn)] + ([("_frozen_bn", "eval")] if cfg.stats_diagnostic else []):
+    other = "train" if cfg.target_bn == "eval" else "eval"
+    for suffix, bn in [("", cfg.target_bn)] + ([(f"_bn_{other}", other)] if cfg.stats_diagnostic else []):
         common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture, pool=cfg.pool,
                       target_bn=bn, seed=seed)
         adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
@@ -120,7 +122,8 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
                     discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
         acc[f"comp_m3sda{suffix}"], params[f"comp_m3sda{suffix}"] = accuracy(model, target_test, t), n_target
         _restore(model, state)
-    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture, seed=seed)
+    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture,
+                    target_bn=cfg.target_bn, seed=seed)
     acc["comp_supervised"], params["comp_supervised"] = accuracy(model, target_test, t), n_target
     _restore(model, state)
     log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
@@ -130,7 +133,7 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
         inits = {"random": lambda: random_init(model, seed=seed + 1000),
                  "accuracy": lambda: accuracy_init(model, by_acc),
                  "learned": lambda: learned_init(model, target_train, names, steps=cfg.learned_steps,
-                                                 batch_size=cfg.adapt_batch, seed=seed)}
+                                                 batch_size=cfg.adapt_batch, target_bn=cfg.target_bn, seed=seed)}
         for kind, make in inits.items():
             out = make()
             logits, coef = out if isinstance(out, tuple) else (out, None)
@@ -140,7 +143,7 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
             model.set_logits(t, logits)
             acc[f"init:{kind}"] = accuracy(model, target_test, t)
             finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch,
-                            lr=cfg.lr_mixture, seed=seed)
+                            lr=cfg.lr_mixture, target_bn=cfg.target_bn, seed=seed)
             acc[f"ft:{kind}"] = accuracy(model, target_test, t)
             _restore(model, state)
         acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
@@ -178,7 +181,8 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
                 discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
     acc["ia_m3sda"], params["ia_m3sda"] = accuracy(model, target_test, t), n_target
     _restore(model, state)
-    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter, seed=seed)
+    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter,
+                    target_bn=cfg.target_bn, seed=seed)
     acc["ia_supervised"], params["ia_supervised"] = accuracy(model, target_test, t), n_target
     _restore(model, state)
     log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "

@@ -99,11 +99,12 @@ def accuracy_init(model: CompositionalDA, accuracies: Mapping[str, float]) -> Te
 
 
 def learned_init(model: CompositionalDA, target: Domain, sources: Sequence[str], *, steps: int = 100,
-                 batch_size: int = 64, lr: float = 0.05, seed: int = 0) -> tuple[Tensor, dict[str, float]]:
+                 batch_size: int = 64, lr: float = 0.05, target_bn: str = "eval", seed: int = 0
+                 ) -> tuple[Tensor, dict[str, float]]:
     """Learned interpolation (Table 9): ``c = softmax(beta)`` fitted by cross-entropy on labelled target data.
 
-    ``target.name`` must be a domain of the model (its BN statistics are used and updated). Returns
-    ``(logits (L, K), {source: c_v})``; nothing in the model but the target's BN statistics changes.
+    ``target.name`` must be a domain of the model (its BN statistics are used, and updated with
+    ``target_bn="train"``). Returns ``(logits (L, K), {source: c_v})``; no model parameter changes.
     """
     require_labeled(target, "learned interpolation")
     w = torch.stack(list(source_weights(model, sources).values()))            # (V, L, K)
@@ -111,7 +112,7 @@ def learned_init(model: CompositionalDA, target: Domain, sources: Sequence[str],
     opt = torch.optim.Adam([beta], lr=lr)
     stream = BatchStream(target, batch_size, seed=seed)
     torch.manual_seed(seed)
-    with model.adapt_mode(target.name):
+    with model.adapt_mode(target.name, target_bn == "train"):
         for s in range(steps):
             linear_lr(opt, s, steps, lr, lr * 0.1)
             x, y = next(stream)

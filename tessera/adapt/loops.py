@@ -127,7 +127,7 @@ def _prepare(model: DAModel, sources: Sequence[Domain], target: Domain, method: 
 
 def adapt_adda(model: DAModel, sources: Sequence[Domain], target: Domain, *, steps: int, batch_size: int = 64,
                lr: float = 1e-3, final_lr: float | None = None, disc_lr: float = 2e-4, disc_final_lr: float = 1e-5,
-               disc_hidden: int = 64, pool: int = 2000, target_bn: str = "train", seed: int = 0,
+               disc_hidden: int = 64, pool: int = 2000, target_bn: str = "eval", seed: int = 0,
                log: Log = None, log_every: int = 50) -> list[dict[str, float]]:
     """ADDA on the target's parameters only (App. D.3): returns the per-step losses.
 
@@ -156,7 +156,7 @@ def adapt_adda(model: DAModel, sources: Sequence[Domain], target: Domain, *, ste
 
 def adapt_m3sda(model: DAModel, sources: Sequence[Domain], target: Domain, *, steps: int, batch_size: int = 64,
                 lr: float = 1e-3, final_lr: float | None = None, clf_lr: float = 1e-3, moment_weight: float = 1.0,
-                discrepancy_weight: float = 1.0, k: int = 2, pool: int = 2000, target_bn: str = "train",
+                discrepancy_weight: float = 1.0, k: int = 2, pool: int = 2000, target_bn: str = "eval",
                 seed: int = 0, log: Log = None, log_every: int = 50) -> list[dict[str, float]]:
     """Moment matching + two-classifier discrepancy on the target's parameters only (App. D.4).
 
@@ -196,15 +196,15 @@ def adapt_m3sda(model: DAModel, sources: Sequence[Domain], target: Domain, *, st
 
 
 def finetune_target(model: DAModel, target: Domain, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
-                    final_lr: float | None = None, seed: int = 0, params: Sequence[nn.Parameter] | None = None
-                    ) -> list[float]:
+                    final_lr: float | None = None, target_bn: str = "eval", seed: int = 0,
+                    params: Sequence[nn.Parameter] | None = None) -> list[float]:
     """Supervised fine-tuning of the target's parameters (the upper bound of Table 3; Table 9 "ft.")."""
     require_labeled(target, "supervised fine-tuning")
     _seed(seed)
     opt = (torch.optim.Adam(list(params), lr=lr) if params is not None else _target_opt(model, target.name, lr))
     stream = BatchStream(target, batch_size, seed=seed)
     losses = []
-    with model.adapt_mode(target.name):
+    with model.adapt_mode(target.name, target_bn == "train"):
         for s in range(steps):
             linear_lr(opt, s, steps, lr, lr if final_lr is None else final_lr)
             x, y = next(stream)

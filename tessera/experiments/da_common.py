@@ -36,8 +36,10 @@ def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[s
                    values=vals("iso", "ia_supervised"), paper=None, trained_params=params("iso", "ia_supervised"),
                    table="3 (extra)")
     diagnostics = {"comp_stats_only": "Comp. source-only + target BN statistics re-estimated",
-                   "comp_adda_frozen_bn": "Comp. Adversarial, target BN statistics frozen",
-                   "comp_m3sda_frozen_bn": "Comp. Moment Matching, target BN statistics frozen"}
+                   "comp_adda_bn_eval": "Comp. Adversarial, target BN statistics frozen",
+                   "comp_m3sda_bn_eval": "Comp. Moment Matching, target BN statistics frozen",
+                   "comp_adda_bn_train": "Comp. Adversarial, target BN statistics updated",
+                   "comp_m3sda_bn_train": "Comp. Moment Matching, target BN statistics updated"}
     for key, name in diagnostics.items():
         if key in per_seed[0]["comp"]["acc"]:
             report.add_row(setting=setting, method=name, metric="target accuracy (%)", values=vals("comp", key),

@@ -68,7 +68,7 @@ class DigitsBudget:
     head_channels: tuple[int, int] = (64, 128)
     dropout: float = 0.3
     iso_depth: int | None = None      # None: = templates (App. D.3)
-    usps_format: str = "mnist"        # "mnist": digit in a 20x20 box centred in 28x28 (MNIST's format); "resize"
+    usps_format: str = "resize"       # "resize": 16x16 -> 28x28 (the usual MNIST->USPS protocol); "mnist": MNIST's 20x20 box
     protocol: AdaptConfig = field(default_factory=lambda: _protocol())
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,13 +133,13 @@ def load_domains(b: DigitsBudget, root: Path | None, data_seed: int = 0
             Domain("usps", usps_format(vx[vi], b.size, b.usps_format), vy[vi]))
 
 
-def usps_format(x: torch.Tensor, size: int, kind: str = "mnist") -> torch.Tensor:
+def usps_format(x: torch.Tensor, size: int, kind: str = "resize") -> torch.Tensor:
     """USPS digits fill their 16x16 frame; MNIST digits sit in a 20x20 box centred in 28x28.
 
     ``"mnist"`` puts USPS in MNIST's format (box ``round(20 size / 28)`` padded to ``size``), the
     way MNIST itself was made from NIST; ``"resize"`` stretches the 16x16 image to ``size``.
 
-    >>> usps_format(torch.ones(2, 1, 16, 16), 28).shape, float(usps_format(torch.ones(1, 1, 16, 16), 28)[0, 0, 0, 0])
+    >>> usps_format(torch.ones(2, 1, 16, 16), 28).shape, float(usps_format(torch.ones(1, 1, 16, 16), 28, "mnist")[0, 0, 0, 0])
     (torch.Size([2, 1, 28, 28]), 0.0)
     """
     if kind == "resize":

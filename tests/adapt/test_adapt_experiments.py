@@ -36,7 +36,7 @@ def test_usps_in_mnist_format():
     from tessera.experiments.da_digits import usps_format
 
     x = torch.ones(1, 1, 16, 16)
-    framed = usps_format(x, 28)
+    framed = usps_format(x, 28, "mnist")
     assert framed.shape == (1, 1, 28, 28) and framed[..., 4:24, 4:24].min() > 0.99
     assert framed[..., :4, :].abs().max() == 0 and usps_format(x, 28, "resize").min() > 0.99
 
