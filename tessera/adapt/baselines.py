@@ -55,7 +55,8 @@ class AdaptConfig:
     pool: int = 2000                # fixed source samples per domain for the adaptation losses
     ft_steps: int = 300             # supervised fine-tuning (upper bound, Table 9 ft.)
     learned_steps: int = 100        # learned interpolation of Table 9
-    init_source: str = "entropy"    # "entropy" (label-free pick), "accuracy" (paper: needs labels) or a name
+    init_source: str = "accuracy"   # "accuracy" (App. D.2: the source whose weights score best on labelled
+                                    # target train data), "entropy" (label-free: lowest prediction entropy) or a name
     target_bn: str = "eval"         # target's own BN layers while adapting: "eval" (statistics frozen: only the
                                     # trained parameters act) | "train" (batch statistics, target's updated)
     stats_diagnostic: bool = True   # also report: source-only + re-estimated target BN statistics, and both

@@ -6,8 +6,8 @@ has it — each from a disjoint part of MNIST train; target: USPS (16x16, resize
 classifier) and a plain isometric model with as many blocks as the bank has templates (App. D.3) are
 trained on the sources; then the target is adapted without labels by ADDA and moment matching,
 moving only the target's mixture logits (Comp.) or its input adapter (IA). The compositional target
-starts from the mixture weights of one source, picked without labels (lowest prediction entropy on
-USPS train; App. D.2 picked by target accuracy, ``init_source="accuracy"`` does that).
+starts from the mixture weights of the source that scores best on labelled USPS *train* images (App.
+D.2; ``init_source="entropy"`` picks label-free, by the lowest prediction entropy, instead).
 
 Rows (mean +- std error over seeds, accuracy in %, ``trained_params`` = parameters the row trained):
 Table 3 rows on USPS test; Table 12 (each source's test accuracy, isometric vs compositional);
