@@ -34,6 +34,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "paper": dict(depth=16, templates=9, steps=18000, batch=128, n_train=8000, n_eval=2000, recalibrate=0),
 }
 ARCH = dict(channels=24, patch=4, head_channels=(128, 256), dropout=0.2)
+SEEDS = {"quick": 1, "default": 3, "paper": 3}
 
 
 def sharing(weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
@@ -58,46 +59,55 @@ def run(opts: RunOptions) -> dict[str, Any]:
     from ..mixture import collapse, max_difference, mixture_clustering, multitask_model, plot_mixture_weights
 
     b = dict(BUDGETS.get(opts.budget, BUDGETS["default"]))
-    seed = 0
+    seeds = opts.seeds if opts.seeds is not None else SEEDS.get(opts.budget, 3)
     alpha = 0.01
     out = opts.out / "mixture-multitask"
     rep = Report("mixture-multitask", config={**b, **ARCH, "datasets": DATASETS, "augmentations": KINDS,
+                                              "seeds": seeds, "data_split_seed": 0,
                                               "split": "test split: train part + held-out eval part",
                                               "optimizer": "adam lr 2e-3 cosine, mixture logits x10, EMA 0.99",
                                               "clustering_alpha": alpha, "threads": torch.get_num_threads()})
-    tasks = domain_tasks(DATASETS, KINDS, root=opts.data_root, n_eval=b["n_eval"], n_train=b["n_train"], seed=seed)
+    # one fixed data split; the seed varies initialization and batch order
+    tasks = domain_tasks(DATASETS, KINDS, root=opts.data_root, n_eval=b["n_eval"], n_train=b["n_train"], seed=0)
     heads = {t: 10 for t in tasks}
-    results: dict[str, dict[str, Any]] = {}
-    for variant in ("baseline", "mixture"):
-        key = dict(variant=variant, **b, seed=seed, alpha=alpha, device=opts.device)
+    results: dict[str, list[dict[str, Any]]] = {"baseline": [], "mixture": []}
+    for seed in range(seeds):
+        for variant in results:
+            key = dict(variant=variant, **b, seed=seed, alpha=alpha, device=opts.device)
 
-        def one() -> dict[str, Any]:
-            torch.manual_seed(seed)
-            net = multitask_model(variant, heads, depth=b["depth"], num_templates=b["templates"], seed=seed, **ARCH)
-            reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if variant == "mixture" else None
-            res = fit(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device, regularizer=reg,
-                      recalibrate=b["recalibrate"])
-            res["weights"] = {t: w.tolist() for t, w in net.mixture_weights().items()}
-            t0 = next(iter(tasks))
-            res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
-            return res
-        results[variant] = cached(out, opts.resume, variant, key, one)
+            def one(variant: str = variant, seed: int = seed) -> dict[str, Any]:
+                torch.manual_seed(seed)
+                net = multitask_model(variant, heads, depth=b["depth"], num_templates=b["templates"], seed=seed,
+                                      **ARCH)
+                reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if variant == "mixture" else None
+                res = fit(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
+                          regularizer=reg, recalibrate=b["recalibrate"])
+                res["weights"] = {t: w.tolist() for t, w in net.mixture_weights().items()}
+                t0 = next(iter(tasks))
+                res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
+                return res
+            results[variant].append(cached(out, opts.resume, variant, key, one))
     for t in tasks:
-        for variant, res in results.items():
-            rep.add_row(setting=t, method=variant, metric="accuracy", values=[100 * res["acc"][t]], paper=None,
-                        dataset=t.rsplit("-", 1)[0], augmentation=t.rsplit("-", 1)[1])
-    for variant, res in results.items():
+        for variant, runs in results.items():
+            rep.add_row(setting=t, method=variant, metric="accuracy", values=[100 * r["acc"][t] for r in runs],
+                        paper=None, dataset=t.rsplit("-", 1)[0], augmentation=t.rsplit("-", 1)[1])
+    for variant, runs in results.items():
         rep.add_row(setting="mean over 9 tasks", method=variant, metric="accuracy",
-                    values=[100 * sum(res["acc"].values()) / len(res["acc"])], paper=None,
-                    train_seconds=res["train_seconds"])
-    weights = {t: torch.tensor(w) for t, w in results["mixture"]["weights"].items()}
+                    values=[100 * sum(r["acc"].values()) / len(r["acc"]) for r in runs], paper=None,
+                    train_seconds=round(sum(r["train_seconds"] for r in runs) / len(runs), 1))
+    if seeds > 1:
+        rep.add_row(setting="mean over 9 tasks", method="mixture - baseline (paired by seed)", metric="accuracy",
+                    values=[100 * (sum(m["acc"].values()) - sum(bl["acc"].values())) / len(m["acc"])
+                            for m, bl in zip(results["mixture"], results["baseline"])], paper=None)
+    # the heatmap, signatures and sharing statistics are those of seed 0
+    weights = {t: torch.tensor(w) for t, w in results["mixture"][0]["weights"].items()}
     png = plot_mixture_weights(weights, out / "mixture_weights.png",
                                title="mixture weights: 9 tasks x layers (colour = template)")
     rep.config["heatmap"] = str(png)
     rep.config["sharing"] = sharing(weights)
     rep.config["signatures"] = {t: w.argmax(-1).tolist() for t, w in weights.items()}
     rep.config["mean_confidence"] = round(float(torch.stack(list(weights.values())).max(-1).values.mean()), 4)
-    rep.config["collapse_max_diff"] = results["mixture"]["collapse_max_diff"]
-    print(format_table(rep.rows, ["setting", "method", "mean", "n"]))
+    rep.config["collapse_max_diff"] = max(r["collapse_max_diff"] for r in results["mixture"])
+    print(format_table(rep.rows, ["setting", "method", "mean", "stderr", "n"]))
     print("template sharing per layer:", rep.config["sharing"])
     return rep.write(opts.json)
