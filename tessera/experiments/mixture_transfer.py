@@ -61,7 +61,7 @@ def run(opts: RunOptions, target: str = "kmnist-blur") -> dict[str, Any]:
                                              "threads": torch.get_num_threads()})
 
     results: dict[str, list[dict[str, Any]]] = {"baseline_patches": [], "mixture_patches": []}
-    for seed in range(seeds):  # one fixed data split; the seed varies initialization and batch order
+    def run_seed(seed: int) -> None:  # appends this seed's result of each variant to ``results``
         def pretrain(variant: str):
             torch.manual_seed(seed)
             net = multitask_model(variant, {t: 10 for t in sources}, depth=b["depth"], num_templates=b["templates"],
@@ -133,6 +133,9 @@ def run(opts: RunOptions, target: str = "kmnist-blur") -> dict[str, Any]:
                 runs["MW random init"] = transfer(fresh(), "t_rand", ("mixture", "bn", "logits"), prep_rand)
                 return runs
             results[variant].append(cached(out, opts.resume, variant, key, one))
+
+    for seed in range(seeds):  # one fixed data split; the seed varies initialization and batch order
+        run_seed(seed)
 
     for variant, per_seed in results.items():
         # which sources are tried depends on each seed's ranking: a row averages the seeds that tried it
