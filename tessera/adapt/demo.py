@@ -22,6 +22,7 @@ import torch
 
 from ..data import sklearn_digit_domains
 from ..io import save_json
+from ..threads import intra_op_threads
 from .baselines import AdaptConfig
 from .domains import Domain
 from .init import best_source, rank_sources
@@ -46,12 +47,8 @@ def _domains(size: int = 16, n_train: int = 1200) -> tuple[list[Domain], list[Do
 def demo(out_dir: str | Path, seed: int = 0, steps: int = 150, adapt_steps: int = 60, lr: float = 1e-2
          ) -> list[dict[str, Any]]:
     """Train, adapt two ways, and return rows ``setting, method, metric, value, paper_says``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         return _demo(Path(out_dir), seed, steps, adapt_steps, lr)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _demo(out: Path, seed: int, steps: int, adapt_steps: int, lr: float) -> list[dict[str, Any]]:

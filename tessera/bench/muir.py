@@ -24,6 +24,7 @@ from ..experiments import RunOptions
 from ..experiments.muir_crossmodal import _adam, synthetic_tasks
 from ..hyper import MuirConfig, reparameterize
 from ..results import Report
+from ..threads import intra_op_threads
 from .timing import compare
 
 __all__ = ["run", "step_fns"]
@@ -70,15 +71,11 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
         kw = dict(images=256, vocab=64, tokens=2000, sequences=256, hidden=16, channels=16)
     cfg = MuirConfig(block=(16, 16), context=4, lam=1, p=1.0, lr_scores=0.1).validate()
     rep = Report("muir-overhead", device="cpu")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the experiment's setting
-    try:
+    with intra_op_threads(1):  # the experiment's setting
         tasks = synthetic_tasks(0, **kw)
         fns = step_fns(tasks, cfg)
         print(f"muir-overhead: timing {len(fns)} training steps, {rounds} interleaved rounds ...", flush=True)
         t = compare(fns, warmup=warmup, rounds=rounds)
-    finally:
-        torch.set_num_threads(threads)
     rep.config = {"block": [16, 16], "context": 4, "lam": 1, "p": 1.0, "threads": 1, "rounds": rounds,
               "warmup": warmup, "optimizer": "Adam lr 1e-3, fused (plain and MUiR alike)",
               "inputs": "random tensors of the experiment's shapes (timing only)",

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..threads import intra_op_threads
 from .components import Interface, load_component, recombine, save_component
 from .measure import evaluate
 from .plots import heatmap
@@ -30,9 +31,7 @@ __all__ = ["demo"]
 def demo(out_dir: str | os.PathLike, steps: int = 150, seed: int = 0) -> list[dict[str, Any]]:
     """Train, recombine, save/load; returns one printable row per method (accuracies in %)."""
     out = Path(out_dir)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         a, b = load_pair("digits_domains", size=16)
         spec = NetSpec("resnet", {"width": 4})
         cfg = TrainCfg(steps=steps, batch_size=64, lr=3e-3, seed=seed, log_every=0)
@@ -60,5 +59,3 @@ def demo(out_dir: str | os.PathLike, steps: int = 150, seed: int = 0) -> list[di
                      "recombination_accuracy": round(100 * acc, 1), "own_accuracy": None, "seconds": None,
                      "same_as_before_saving": abs(acc - r["matrix"][0][1]) < 1e-9, "files": str(out)})
         return rows
-    finally:
-        torch.set_num_threads(threads)

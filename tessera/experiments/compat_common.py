@@ -17,7 +17,7 @@ import torch
 from ..io import load_json, save_json
 from . import RunOptions
 
-__all__ = ["device_of", "fingerprint", "Units", "limit_threads", "pct"]
+__all__ = ["device_of", "fingerprint", "Units", "pct"]
 
 
 def device_of(opts: RunOptions) -> torch.device:
@@ -25,12 +25,6 @@ def device_of(opts: RunOptions) -> torch.device:
     if opts.device in ("auto", None, ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(opts.device)
-
-
-def limit_threads(n: int = 1) -> None:
-    """At most ``n`` intra-op threads. These small convnets gain little from more, and on a shared CPU
-    OpenMP threads waiting for each other made a 2-thread run ~10x slower than a 1-thread run."""
-    torch.set_num_threads(max(1, min(n, torch.get_num_threads())))
 
 
 def fingerprint(d: dict[str, Any]) -> str:

@@ -27,7 +27,8 @@ from ..compat.tasks import load_task
 from ..errors import ConfigError
 from ..results import Report
 from . import RunOptions
-from .compat_common import Units, device_of, limit_threads, pct
+from ..threads import intra_op_threads
+from .compat_common import Units, device_of, pct
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -104,13 +105,13 @@ def _unit(data: tuple[torch.Tensor, torch.Tensor, TestSet], b: Budget, seed: int
                        "extractors": [count_params(e) for e in exts]}}
 
 
+@intra_op_threads(1)
 def run(opts: RunOptions) -> dict[str, Any]:
     """Fig. 3 analog, ``opts.seeds`` seeds (default 3); writes ``opts.json`` and a matrix PNG."""
     if opts.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {opts.budget!r} for compat-heads; choose {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    limit_threads()
     device = device_of(opts)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "head": "mobilenet-style (2 inverted residual blocks)",
               "metric": "accuracy (%) on all 10 classes", "lower_bound": 50.0,

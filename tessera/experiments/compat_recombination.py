@@ -29,7 +29,8 @@ from ..compat.tasks import load_pair
 from ..errors import ConfigError
 from ..results import Report
 from . import RunOptions
-from .compat_common import Units, device_of, limit_threads, pct
+from ..threads import intra_op_threads
+from .compat_common import Units, device_of, pct
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -84,6 +85,7 @@ def _unit(method: str, tasks: tuple[TaskData, TaskData], b: Budget, seed: int, d
     return measure_trained(tr, [t.test for t in tasks], data=data, bn_modes=bn_modes, correlation=True)
 
 
+@intra_op_threads(1)
 def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, Any]:
     """Fig. 2 analog on two task pairs; ``pairs`` overrides (pair1, pair2), e.g. the offline digits pairs."""
     if opts.budget not in BUDGETS:
@@ -92,7 +94,6 @@ def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, 
     if pairs is not None:
         b.pair1, b.pair2 = pairs
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    limit_threads()
     device = device_of(opts)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "net": "resnet", "optimizer": "adam, cosine",
               "bn_at_test": "test-batch statistics (batch 500) unless noted", "units": "percent",

@@ -25,7 +25,8 @@ from ..compat.tasks import load_task, subsample
 from ..errors import ConfigError
 from ..results import Report
 from . import RunOptions
-from .compat_common import Units, device_of, limit_threads, pct
+from ..threads import intra_op_threads
+from .compat_common import Units, device_of, pct
 
 __all__ = ["run", "Budget", "BUDGETS"]
 
@@ -103,13 +104,13 @@ def _unit(src: TaskData, targets: list[TaskData], rp_x: torch.Tensor, b: Budget,
     return out
 
 
+@intra_op_threads(1)
 def run(opts: RunOptions) -> dict[str, Any]:
     """Fig. 4 analog, ``opts.seeds`` seeds (default 3); writes ``opts.json``."""
     if opts.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {opts.budget!r} for compat-transfer; choose {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    limit_threads()
     device = device_of(opts)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "metric": "target test accuracy (%)",
               "finetuning": "whole recombined network, Adam, constant lr",

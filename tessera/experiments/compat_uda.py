@@ -26,7 +26,8 @@ from ..compat.tasks import load_task
 from ..errors import ConfigError
 from ..results import Report
 from . import RunOptions
-from .compat_common import Units, device_of, limit_threads, pct
+from ..threads import intra_op_threads
+from .compat_common import Units, device_of, pct
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -77,13 +78,13 @@ def _unit(src: TaskData, tgt: TaskData, b: Budget, seed: int, device: torch.devi
     return out
 
 
+@intra_op_threads(1)
 def run(opts: RunOptions) -> dict[str, Any]:
     """Table 1 analog: both directions, ``opts.seeds`` seeds (default 3); writes ``opts.json``."""
     if opts.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {opts.budget!r} for compat-uda; choose {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    limit_threads()
     device = device_of(opts)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "metric": "mean class accuracy (%) on the target test set",
               "bn_at_test": "test-batch statistics except 'source model'", "paper_values": "Table 1 (CIFAR-10 / STL-10)"}

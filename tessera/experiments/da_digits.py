@@ -33,6 +33,7 @@ from ..adapt import AdaptConfig, CompositionalDA, Domain, IsometricDA, run_compo
 from ..data import digit_domain, load_images, resize, to_grayscale
 from ..errors import ConfigError, DataError
 from ..results import Report
+from ..threads import intra_op_threads
 from . import RunOptions
 from .da_common import collect, run_seeds
 
@@ -179,12 +180,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
         raise ConfigError(f"unknown budget {opts.budget!r} for da-digits; choose one of: {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # these small ops gain little from 2 threads and lose 10-50x on a busy CPU
-    try:
+    with intra_op_threads(1):  # these small ops gain little from 2 threads and lose 10-50x on a busy CPU
         return _run(opts, b, seeds)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(opts: RunOptions, b: DigitsBudget, seeds: int) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from ..hyper.accounting import sharing_by_subset
 from ..hyper.models import DeepBind, LeNet, LSTMLanguageModel, detach_state
 from ..io import save_json
 from ..results import Report
+from ..threads import intra_op_threads
 from . import RunOptions
 
 __all__ = ["run", "Budget", "BUDGETS", "VisionTask", "LanguageTask", "DnaTask", "load_tasks", "synthetic_tasks",
@@ -583,16 +584,12 @@ def run(opts: RunOptions, *, tasks: Sequence[Any] | None = None, budget: Budget 
     seeds = opts.seeds if opts.seeds is not None else 1
     log = lambda msg: print(f"[muir-crossmodal] {msg}", flush=True)  # noqa: E731
     report = Report("muir-crossmodal", device="cpu")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # small per-op work on a shared CPU: one thread avoids OpenMP contention
-    try:
+    with intra_op_threads(1):  # small per-op work on a shared CPU: one thread avoids OpenMP contention
         t0 = time.perf_counter()
         if tasks is None:
             tasks = load_tasks(resolve_root(opts.data_root), budget, vision=vision)
         log(f"data ready in {time.perf_counter() - t0:.1f}s")
         results = run_units(tasks, budget, seeds, Path(opts.out), budget_name, opts.resume, log)
-    finally:
-        torch.set_num_threads(threads)
     report.config.update({
         "budget": budget_name, "seeds": seeds, **dataclasses.asdict(budget), "generations": budget.generations,
         "muir": budget.config(0).to_dict(), "optimizer": "Adam lr 1e-3 (defaults), fused; scores lr 0.1",

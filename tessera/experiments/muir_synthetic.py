@@ -29,6 +29,7 @@ from ..hyper.accounting import same_partition
 from ..hyper.config import MuirConfig
 from ..hyper.search import AlignmentSearch
 from ..results import Report
+from ..threads import intra_op_threads
 from . import RunOptions
 
 __all__ = ["run", "PAPER", "SyntheticProgram"]
@@ -336,15 +337,11 @@ def run(opts: RunOptions) -> dict[str, Any]:
     report = Report("muir-synthetic", device=str(device),
                     config={**cfg.to_dict(), "seeds": seeds, "budget": opts.budget, "val_index": val_index,
                             "adam_lr": 1e-3, "batch": "full (10 per task)", "dtype": "float32"})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread avoids OpenMP contention on a shared CPU
-    try:
+    with intra_op_threads(1):  # tiny ops: one thread avoids OpenMP contention on a shared CPU
         prog = SyntheticProgram(data, seeds, cfg, val_index, device)
         t0 = time.perf_counter()
         res = prog.run(log=lambda msg: print(f"[muir-synthetic] {msg}", flush=True))
         train_s = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
     test = res["test"]
     for si, setting in enumerate(SETTINGS):
         stl = test[prog.U:][si * seeds:(si + 1) * seeds]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..threads import intra_op_threads
 from .accounting import same_partition
 from .api import reparameterize
 
@@ -38,12 +39,8 @@ def demo(out_dir: str | Path | None, *, tasks: int = 12, groups: int = 3, dim: i
          steps: int = 25, final_steps: int = 300, lr: float = 1e-2, lr_scores: float = 0.05, n_train: int = 12,
          seed: int = 0) -> list[dict[str, Any]]:
     """Run the showcase (a few seconds on a CPU); returns result rows, writes ``muir_alignment.png``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread is fastest and avoids OpenMP contention
-    try:
+    with intra_op_threads(1):  # tiny ops: one thread is fastest and avoids OpenMP contention
         return _demo(out_dir, tasks, groups, dim, generations, steps, final_steps, lr, lr_scores, n_train, seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 class TaskHeads(nn.Module):

@@ -1,0 +1,42 @@
+"""``intra_op_threads`` limits torch's intra-op threads inside a block and always restores them."""
+import pytest
+import torch
+
+from tessera.threads import intra_op_threads
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Start from 2 threads (the suite runs with 1), so limiting and restoring are both visible."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_restores_after_block_and_on_error():
+    before = torch.get_num_threads()
+    assert before == 2
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), intra_op_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_as_decorator_and_never_raises_the_count():
+    before = torch.get_num_threads()
+
+    @intra_op_threads(before + 4)
+    def inside() -> int:
+        return torch.get_num_threads()
+
+    assert inside() == before and inside() == before   # reusable; at most the current count
+
+    @intra_op_threads(1)
+    def limited() -> int:
+        return torch.get_num_threads()
+
+    assert limited() == 1
+    assert torch.get_num_threads() == before
