@@ -70,6 +70,31 @@ def _restore(model: DAModel, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
+def _unsupervised(model: DAModel, sources: Sequence[Domain], unl: Domain, test: Domain, cfg: AdaptConfig,
+                  lr: float, bn: str, seed: int, state: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Target accuracy after ADDA and after moment matching, each from ``state`` (restored after)."""
+    common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=lr, pool=cfg.pool, target_bn=bn, seed=seed)
+    adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
+               disc_hidden=cfg.disc_hidden, **common)
+    adda = accuracy(model, test, unl.name)
+    _restore(model, state)
+    adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
+                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
+    m3sda = accuracy(model, test, unl.name)
+    _restore(model, state)
+    return adda, m3sda
+
+
+def _supervised(model: DAModel, train: Domain, test: Domain, cfg: AdaptConfig, lr: float, seed: int,
+                state: dict[str, torch.Tensor]) -> float:
+    """Target accuracy after supervised fine-tuning of the target's parameters; ``state`` restored after."""
+    finetune_target(model, train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=lr, target_bn=cfg.target_bn,
+                    seed=seed)
+    out = accuracy(model, test, train.name)
+    _restore(model, state)
+    return out
+
+
 def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
                       source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
                       log: Callable[[str], None] = print, table9: bool = True) -> dict[str, Any]:
@@ -113,20 +138,11 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
 
     other = "train" if cfg.target_bn == "eval" else "eval"
     for suffix, bn in [("", cfg.target_bn)] + ([(f"_bn_{other}", other)] if cfg.stats_diagnostic else []):
-        common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture, pool=cfg.pool,
-                      target_bn=bn, seed=seed)
-        adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
-                   disc_hidden=cfg.disc_hidden, **common)
-        acc[f"comp_adda{suffix}"], params[f"comp_adda{suffix}"] = accuracy(model, target_test, t), n_target
-        _restore(model, state)
-        adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
-                    discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
-        acc[f"comp_m3sda{suffix}"], params[f"comp_m3sda{suffix}"] = accuracy(model, target_test, t), n_target
-        _restore(model, state)
-    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_mixture,
-                    target_bn=cfg.target_bn, seed=seed)
-    acc["comp_supervised"], params["comp_supervised"] = accuracy(model, target_test, t), n_target
-    _restore(model, state)
+        acc[f"comp_adda{suffix}"], acc[f"comp_m3sda{suffix}"] = _unsupervised(
+            model, sources, unl, target_test, cfg, cfg.lr_mixture, bn, seed, state)
+        params[f"comp_adda{suffix}"] = params[f"comp_m3sda{suffix}"] = n_target
+    acc["comp_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state)
+    params["comp_supervised"] = n_target
     log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
         f"supervised {acc['comp_supervised']:.2f}%")
 
@@ -143,10 +159,7 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
             _restore(model, state)  # learned_init updated the target BN statistics: start from the same state
             model.set_logits(t, logits)
             acc[f"init:{kind}"] = accuracy(model, target_test, t)
-            finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch,
-                            lr=cfg.lr_mixture, target_bn=cfg.target_bn, seed=seed)
-            acc[f"ft:{kind}"] = accuracy(model, target_test, t)
-            _restore(model, state)
+            acc[f"ft:{kind}"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state)
         acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
     return {"acc": acc, "params": params, "info": info}
 
@@ -172,20 +185,10 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
     state = copy.deepcopy(model.state_dict())
     n_target = count_params(model.target_parameters(t))
     acc["source_only"], params["source_only"] = accuracy(model, target_test, t), params["pretrain"]
-    common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter, pool=cfg.pool,
-                  target_bn=cfg.target_bn, seed=seed)
-    adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
-               disc_hidden=cfg.disc_hidden, **common)
-    acc["ia_adda"], params["ia_adda"] = accuracy(model, target_test, t), n_target
-    _restore(model, state)
-    adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
-                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
-    acc["ia_m3sda"], params["ia_m3sda"] = accuracy(model, target_test, t), n_target
-    _restore(model, state)
-    finetune_target(model, target_train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=cfg.lr_adapter,
-                    target_bn=cfg.target_bn, seed=seed)
-    acc["ia_supervised"], params["ia_supervised"] = accuracy(model, target_test, t), n_target
-    _restore(model, state)
+    acc["ia_adda"], acc["ia_m3sda"] = _unsupervised(model, sources, unl, target_test, cfg, cfg.lr_adapter,
+                                                    cfg.target_bn, seed, state)
+    acc["ia_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_adapter, seed, state)
+    params["ia_adda"] = params["ia_m3sda"] = params["ia_supervised"] = n_target
     log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "
         f"moment matching (IA) {acc['ia_m3sda']:.2f}%, supervised (IA) {acc['ia_supervised']:.2f}%")
     return {"acc": acc, "params": params, "info": {}}
