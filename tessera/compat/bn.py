@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..nn.norm import bn_layers as _tracked_bn_layers
+from ..nn.norm import reestimate_bn
 
 __all__ = ["BN_MODES", "batch_stats", "frozen", "recompute_stats", "bn_layers", "eval_mode"]
 
@@ -80,18 +82,11 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(flags[k])
 
 
-@torch.no_grad()
 def recompute_stats(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """A copy of ``module`` whose BN running statistics are the exact averages over ``batches``."""
-    m = copy.deepcopy(module)
-    layers = bn_layers(m)
-    for bn in layers:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: equal weight per batch
-    m.train()
-    for xb in batches:
-        m(xb)
-    return m.eval()
+    """A copy of ``module`` (in eval mode) whose BN running statistics are the exact averages over
+    ``batches`` (:func:`tessera.nn.norm.reestimate_bn`)."""
+    m = copy.deepcopy(module).eval()
+    return reestimate_bn(m, batches, layers=_tracked_bn_layers(m))
 
 
 @contextlib.contextmanager

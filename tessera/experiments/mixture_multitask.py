@@ -22,7 +22,8 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
-from .mixture_common import cached, domain_tasks, fit
+from .mixture_common import domain_tasks
+from .units import Units
 
 __all__ = ["run", "BUDGETS", "sharing"]
 
@@ -56,7 +57,8 @@ def sharing(weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 
 
 def run(opts: RunOptions) -> dict[str, Any]:
-    from ..mixture import collapse, max_difference, mixture_clustering, multitask_model, plot_mixture_weights
+    from ..mixture import (collapse, max_difference, mixture_clustering, multitask_model, plot_mixture_weights,
+                           train_tasks)
 
     b = dict(BUDGETS.get(opts.budget, BUDGETS["default"]))
     seeds = opts.seeds if opts.seeds is not None else SEEDS.get(opts.budget, 3)
@@ -71,22 +73,21 @@ def run(opts: RunOptions) -> dict[str, Any]:
     tasks = domain_tasks(DATASETS, KINDS, root=opts.data_root, n_eval=b["n_eval"], n_train=b["n_train"], seed=0)
     heads = {t: 10 for t in tasks}
     results: dict[str, list[dict[str, Any]]] = {"baseline": [], "mixture": []}
+    units = Units(opts, "mixture-multitask", dict(**b, alpha=alpha, device=opts.device))
     for seed in range(seeds):
         for variant in results:
-            key = dict(variant=variant, **b, seed=seed, alpha=alpha, device=opts.device)
-
-            def one(variant: str = variant, seed: int = seed) -> dict[str, Any]:
+            def one(work: Any, variant: str = variant, seed: int = seed) -> dict[str, Any]:
                 torch.manual_seed(seed)
                 net = multitask_model(variant, heads, depth=b["depth"], num_templates=b["templates"], seed=seed,
                                       **ARCH)
                 reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if variant == "mixture" else None
-                res = fit(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
-                          regularizer=reg, recalibrate=b["recalibrate"])
+                res = train_tasks(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
+                                  regularizer=reg, recalibrate=b["recalibrate"], out_dir=work / "train")
                 res["weights"] = {t: w.tolist() for t, w in net.mixture_weights().items()}
                 t0 = next(iter(tasks))
                 res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
                 return res
-            results[variant].append(cached(out, opts.resume, variant, key, one))
+            results[variant].append(units.run((variant, f"seed{seed}"), one))
     for t in tasks:
         for variant, runs in results.items():
             rep.add_row(setting=t, method=variant, metric="accuracy", values=[100 * r["acc"][t] for r in runs],

@@ -20,7 +20,7 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
-from .mixture_common import cached, fit
+from .units import Units
 
 __all__ = ["run", "BUDGETS"]
 
@@ -52,7 +52,7 @@ def _model(k: int, depth: int, sig: str, seed: int, block_input: str = "none"):
 
 def run(opts: RunOptions) -> dict[str, Any]:
     from ..data import load_images
-    from ..mixture import mixture_clustering
+    from ..mixture import TaskSplit, mixture_clustering, train_tasks
 
     b = dict(BUDGETS.get(opts.budget, BUDGETS["default"]))
     seeds = opts.seeds or b["seeds"]
@@ -66,6 +66,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
     xte, yte = load_images("fashion_mnist", "test", opts.data_root)
     xtr, ytr = xtr[:b["n_train"]], ytr[:b["n_train"]]
     xte, yte = xte[:b["n_eval"]], yte[:b["n_eval"]]
+    units = Units(opts, "signatures", dict(steps=b["steps"], batch=b["batch"], n_train=b["n_train"],
+                                           n_eval=b["n_eval"], alpha=alpha, device=opts.device))
     cells = [(k, d, "none") for k, d in b["cells"]] + ([(4, 12, "concat"), (4, 16, "concat")] if b["table6"] else [])
     for k, depth, mode in cells:
         for sig in SIGS:
@@ -73,19 +75,17 @@ def run(opts: RunOptions) -> dict[str, Any]:
                 continue
             accs, confs = [], []
             for seed in range(seeds):
-                key = dict(k=k, depth=depth, sig=sig, seed=seed, mode=mode, steps=b["steps"], batch=b["batch"],
-                           n_train=b["n_train"], n_eval=b["n_eval"], alpha=alpha, device=opts.device)
-
-                def one() -> dict[str, Any]:
+                def one(work: Any) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     net = _model(k, depth, sig, seed, mode)
                     reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if sig == "mixture" else None
-                    res = fit(net, {"fmnist": (xtr, ytr, xte, yte)}, steps=b["steps"], batch=b["batch"], seed=seed,
-                              device=opts.device, regularizer=reg)
+                    res = train_tasks(net, {"fmnist": TaskSplit(xtr, ytr, xte, yte)}, steps=b["steps"],
+                                      batch=b["batch"], seed=seed, device=opts.device, regularizer=reg,
+                                      out_dir=work / "train")
                     s, c = net.signature("fmnist")
                     return {"acc": res["acc"]["fmnist"], "signature": s,
                             "confidence": sum(c) / len(c), "seconds": time.perf_counter() - t0}
-                r = cached(out, opts.resume, "run", key, one)
+                r = units.run((f"K{k}-L{depth}-{mode}", sig, f"seed{seed}"), one)
                 accs.append(100 * r["acc"])
                 confs.append(r["confidence"])
             table = PAPER_T6 if mode == "concat" else PAPER_T5

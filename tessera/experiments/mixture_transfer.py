@@ -21,7 +21,8 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
-from .mixture_common import accuracy, cached, domain_tasks, fit
+from .mixture_common import domain_tasks
+from .units import Units
 
 __all__ = ["run", "BUDGETS"]
 
@@ -40,14 +41,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 
 def run(opts: RunOptions, target: str = "kmnist-blur") -> dict[str, Any]:
-    from ..mixture import (accuracy_coefficients, count_parameters, from_source, init_logits, interpolate,
+    from ..mixture import (accuracy, accuracy_coefficients, count_parameters, from_source, init_logits, interpolate,
                            learn_interpolation, mixture_clustering, multitask_model, source_accuracies,
-                           trainable_parameters)
+                           train_tasks, trainable_parameters)
 
     b = dict(BUDGETS.get(opts.budget, BUDGETS["default"]))
     seeds = opts.seeds if opts.seeds is not None else SEEDS.get(opts.budget, 3)
     alpha = 0.01
-    out = opts.out / "mixture-transfer"
     tasks = domain_tasks(DATASETS, KINDS, root=opts.data_root, n_eval=b["n_eval"], n_train=b["n_train"], seed=0)
     if target not in tasks:
         from ..errors import ConfigError
@@ -61,33 +61,34 @@ def run(opts: RunOptions, target: str = "kmnist-blur") -> dict[str, Any]:
                                              "threads": torch.get_num_threads()})
 
     results: dict[str, list[dict[str, Any]]] = {"baseline_patches": [], "mixture_patches": []}
+    units = Units(opts, "mixture-transfer", dict(target=target, **b, alpha=alpha, device=opts.device))
+
     def run_seed(seed: int) -> None:  # appends this seed's result of each variant to ``results``
-        def pretrain(variant: str):
+        def pretrain(variant: str, work: Any):
             torch.manual_seed(seed)
             net = multitask_model(variant, {t: 10 for t in sources}, depth=b["depth"], num_templates=b["templates"],
                                   seed=seed, **ARCH)
             reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if variant.startswith("mixture") else None
-            res = fit(net, sources, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
-                      regularizer=reg, recalibrate=b["recalibrate"])
+            res = train_tasks(net, sources, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
+                              regularizer=reg, recalibrate=b["recalibrate"], out_dir=work / "pretrain")
             return net, res
 
-        def transfer(net, name: str, what: tuple[str, ...], prepare) -> dict[str, Any]:
+        def transfer(net, name: str, what: tuple[str, ...], prepare, work: Any) -> dict[str, Any]:
             prepare(net, name)
             init_acc = accuracy(net, name, xe, ye)
             flags = {p: p.requires_grad for p in net.parameters()}
             params = trainable_parameters(net, name, what)
             n_params = count_parameters(params)
-            res = fit(net, {name: tasks[target]}, steps=b["ft_steps"], batch=b["batch"], seed=seed, device=opts.device,
-                      params=params, ema=0.0, recalibrate=b["recalibrate"])
+            res = train_tasks(net, {name: tasks[target]}, steps=b["ft_steps"], batch=b["batch"], seed=seed,
+                              device=opts.device, params=params, ema=0.0, recalibrate=b["recalibrate"],
+                              out_dir=work / name)
             for p, f in flags.items():
                 p.requires_grad_(f)
             return {"init": init_acc, "acc": res["acc"][name], "trained_params": n_params}
 
         for variant in results:
-            key = dict(variant=variant, target=target, **b, seed=seed, device=opts.device)
-
-            def one(variant: str = variant) -> dict[str, Any]:
-                net, res = pretrain(variant)
+            def one(work: Any, variant: str = variant) -> dict[str, Any]:
+                net, res = pretrain(variant, work)
                 state = {k: v.clone() for k, v in net.state_dict().items()}
                 runs: dict[str, Any] = {"source_acc": res["acc"]}
 
@@ -101,38 +102,44 @@ def run(opts: RunOptions, target: str = "kmnist-blur") -> dict[str, Any]:
                         n.heads[name].load_state_dict(n.heads[label_src].state_dict())
                     return prep
                 if variant == "baseline_patches":
-                    runs["baseline (logits+BN)"] = transfer(fresh(), "t_base", ("bn", "logits"), add_from(label_src))
+                    runs["baseline (logits+BN)"] = transfer(fresh(), "t_base", ("bn", "logits"), add_from(label_src),
+                                                           work)
                     return runs
                 accs = source_accuracies(net, list(sources), xt[:1000], yt[:1000])
                 runs["source_acc_on_target"] = accs
                 order = sorted(sources, key=lambda s: (s != label_src, -accs[s]))[:b["sources_to_try"]]
                 for i, src in enumerate(order):
-                    runs[f"MW init {src}"] = transfer(fresh(), f"t_src{i}", ("mixture", "bn", "logits"), add_from(src))
+                    runs[f"MW init {src}"] = transfer(fresh(), f"t_src{i}", ("mixture", "bn", "logits"),
+                                                         add_from(src), work)
                 runs["MW init {} (no MW tuning)".format(label_src)] = transfer(
-                    fresh(), "t_fixed", ("bn", "logits"), add_from(label_src))
+                    fresh(), "t_fixed", ("bn", "logits"), add_from(label_src), work)
                 coeffs = accuracy_coefficients(accs, chance=0.1)
                 runs["coeffs_accuracy"] = coeffs
 
                 def prep_acc(n, name):
                     interpolate(n, name, coeffs, num_classes=10, copy_head_from=label_src)
-                runs["MW accuracy-based interpolation"] = transfer(fresh(), "t_acc", ("mixture", "bn", "logits"), prep_acc)
+                runs["MW accuracy-based interpolation"] = transfer(fresh(), "t_acc", ("mixture", "bn", "logits"),
+                                                                     prep_acc, work)
 
                 learned: dict[str, float] = {}
 
                 def prep_learned(n, name):
                     interpolate(n, name, {s: 1.0 for s in sources}, num_classes=10, copy_head_from=label_src)
                     learned.update(learn_interpolation(n, name, list(sources), xt, yt, steps=b["learn_steps"],
-                                                       lr=0.1, batch_size=b["batch"], seed=seed))
-                runs["MW learned interpolation"] = transfer(fresh(), "t_learn", ("mixture", "bn", "logits"), prep_learned)
+                                                       lr=0.1, batch_size=b["batch"], seed=seed,
+                                                       out_dir=work / "learn"))
+                runs["MW learned interpolation"] = transfer(fresh(), "t_learn", ("mixture", "bn", "logits"),
+                                                            prep_learned, work)
                 runs["coeffs_learned"] = learned
 
                 def prep_rand(n, name):
                     add_from(label_src)(n, name)
                     with torch.no_grad():
                         n.mixture[name].copy_(init_logits(n.depth, n.num_templates, "random", seed=seed))
-                runs["MW random init"] = transfer(fresh(), "t_rand", ("mixture", "bn", "logits"), prep_rand)
+                runs["MW random init"] = transfer(fresh(), "t_rand", ("mixture", "bn", "logits"), prep_rand,
+                                                  work)
                 return runs
-            results[variant].append(cached(out, opts.resume, variant, key, one))
+            results[variant].append(units.run((variant, f"seed{seed}"), one))
 
     for seed in range(seeds):  # one fixed data split; the seed varies initialization and batch order
         run_seed(seed)

@@ -15,8 +15,9 @@ from .regularizers import clustering, entropy, mixture_clustering, mixture_entro
 from .signatures import (SIGNATURES, cyclic, diag, extract_signature, freeze, init_logits, make_signature,
                          one_hot_logits, random_signature, sequential, set_signature)
 from .templates import ParamSpec, TemplateBank
-from .transfer import (accuracy_coefficients, count_parameters, from_source, interpolate, learn_interpolation,
-                       source_accuracies, trainable_parameters)
+from .training import TaskSplit, accuracy, learn_interpolation, train_tasks
+from .transfer import (accuracy_coefficients, count_parameters, from_source, interpolate, source_accuracies,
+                       trainable_parameters)
 
 __all__ = ["MixtureNet", "TemplateBank", "ParamSpec", "BN_MODES", "BLOCK_INPUT_MODES",
            "init_isometric_block", "SIGNATURES", "sequential", "cyclic", "diag", "random_signature",
@@ -24,4 +25,4 @@ __all__ = ["MixtureNet", "TemplateBank", "ParamSpec", "BN_MODES", "BLOCK_INPUT_M
            "entropy", "clustering", "mixture_entropy", "mixture_clustering", "CollapsedNet", "collapse",
            "max_difference", "from_source", "interpolate", "accuracy_coefficients", "source_accuracies",
            "learn_interpolation", "trainable_parameters", "count_parameters", "plot_mixture_weights",
-           "VARIANTS", "multitask_model"]
+           "VARIANTS", "multitask_model", "TaskSplit", "train_tasks", "accuracy"]

@@ -21,23 +21,23 @@ __all__ = ["demo"]
 def demo(out_dir: str | Path, steps: int = 400, seed: int = 0) -> list[dict[str, Any]]:
     """Train, plot and collapse a small mixture network; returns rows for a results table."""
     from ..data import sklearn_digit_domains
-    from ..experiments.mixture_common import fit
     from .collapse import collapse, max_difference
     from .network import MixtureNet
     from .plots import plot_mixture_weights
     from .regularizers import mixture_clustering
+    from .training import TaskSplit, train_tasks
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     doms = sklearn_digit_domains(16, kinds=("original", "boundary", "blur", "shear"), seed=seed)
     perm = torch.randperm(1797, generator=torch.Generator().manual_seed(seed))
     tr, ev = perm[:1400], perm[1400:]
-    tasks = {k: (x[tr], y[tr], x[ev], y[ev]) for k, (x, y) in doms.items()}
+    tasks = {k: TaskSplit(x[tr], y[tr], x[ev], y[ev]) for k, (x, y) in doms.items()}
     torch.manual_seed(seed)
     net = MixtureNet.from_isometric({k: 10 for k in tasks}, num_templates=4, depth=6, channels=16, patch=4,
                                     head_channels=(64, 64), dropout=0.1, bn="mixed", seed=seed)
-    res = fit(net, tasks, steps=steps, batch=32, lr=3e-3, seed=seed, device="cpu",
-              regularizer=lambda t: mixture_clustering(net, t, alpha=0.01))
+    res = train_tasks(net, tasks, steps=steps, batch=32, lr=3e-3, seed=seed, device="cpu",
+                      regularizer=lambda t: mixture_clustering(net, t, alpha=0.01))
     png = plot_mixture_weights(net, out_dir / "mixture_weights.png", title="digits: 4 domains x 6 layers, K = 4")
     rows: list[dict[str, Any]] = []
     for t in tasks:

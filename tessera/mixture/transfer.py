@@ -2,8 +2,8 @@
 
 A new task's mixture weights start from a source task's (``from_source``), from the accuracy-based
 interpolation ``Xi* = sum_v c_v Xi_v`` with ``c_v = a_v / sum a`` (``accuracy_coefficients``), or from
-a learned interpolation (``learn_interpolation``: train c = softmax(gamma) on the new task with
-everything else frozen). Mixture weights are interpolated as probabilities (each Xi_v row sums to
+a learned interpolation (:func:`tessera.mixture.learn_interpolation`: train c = softmax(gamma) on
+the new task with everything else fixed, on the training engine). Mixture weights are interpolated as probabilities (each Xi_v row sums to
 1, so the result does too) and stored back as logits. Then only the allowed parameters are
 fine-tuned: :func:`trainable_parameters` freezes the rest and reports the count.
 
@@ -20,13 +20,12 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .network import MixtureNet
 
-__all__ = ["from_source", "interpolate", "accuracy_coefficients", "source_accuracies", "learn_interpolation",
+__all__ = ["from_source", "interpolate", "accuracy_coefficients", "source_accuracies",
            "trainable_parameters", "count_parameters", "TRANSFER_PARTS"]
 
 TRANSFER_PARTS = ("mixture", "bn", "logits", "templates", "adapters")
@@ -101,47 +100,6 @@ def source_accuracies(model: MixtureNet, sources: Sequence[str], x: Tensor, y: T
         return out
     finally:
         model.train(was)
-
-
-def learn_interpolation(model: MixtureNet, task: str, sources: Sequence[str], x: Tensor, y: Tensor, *,
-                        steps: int = 100, lr: float = 0.1, batch_size: int = 64, train_head: bool = True,
-                        init: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, float]:
-    """Learn ``c = softmax(gamma)`` over ``sources`` on the new task's data; set ``task``'s weights.
-
-    Only gamma (and with ``train_head`` the task's head, which must exist) are trained; templates,
-    adapters and the sources are untouched. Returns the learned coefficients.
-    """
-    model._check_task(task)
-    srcs = [model._check_task(s) for s in sources]
-    probs = torch.stack([model.coefficients(s).detach() for s in srcs])              # (V, L, K)
-    g0 = torch.tensor([float(init[s]) for s in srcs]).clamp_min(_EPS).log() if init else torch.zeros(len(srcs))
-    gamma = nn.Parameter(g0.to(probs.device, probs.dtype))
-    params: list[nn.Parameter] = [gamma] + (list(model.heads[task].parameters()) if train_head else [])
-    saved = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    was = model.training
-    model.train()
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=g)
-            coeff = torch.einsum("v,vlk->lk", gamma.softmax(0), probs)              # (V,) x (V, L, K) -> (L, K)
-            loss = F.cross_entropy(model(x[idx], task=task, coeff=coeff), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        for p, r in saved.items():
-            p.requires_grad_(r)
-        model.train(was)
-    c = gamma.detach().softmax(0)
-    with torch.no_grad():
-        model.mixture[task].copy_(_probs_to_logits(torch.einsum("v,vlk->lk", c, probs)))
-    return {s: float(v) for s, v in zip(srcs, c)}
 
 
 def trainable_parameters(model: MixtureNet, task: str, what: Iterable[str] = ("mixture", "bn", "logits"),

@@ -4,8 +4,9 @@ A checkpoint is a directory (default ``RUN/ckpt/``)::
 
     model.safetensors   trained module state (``model.*``, ``heads.<task>.*``)
     ema.safetensors     EMA shadow weights (when EMA is on)
-    optim.safetensors   optimizer state tensors, keyed ``<param index>.<name>``
+    optim.safetensors   optimizer state tensors, keyed ``<optimizer>.<param index>.<name>``
     rng.safetensors     torch RNG state of every rank (``torch.<rank>``, ``cuda.<rank>``)
+    extra.safetensors   tensors of the method's, callbacks' and tasks' own state (when they have any)
     state.json          step, config, optimizer structure + scalars, numpy / python RNG, versions
 
 It is built in a temporary sibling directory and renamed into place (:class:`tessera.io.atomic_dir`),
@@ -25,9 +26,10 @@ from ..errors import CheckpointError
 from ..io import atomic_dir, load_json, load_tensors, save_json, save_tensors
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "find_checkpoint", "optimizer_tensors",
-           "load_optimizer", "capture_rng", "restore_rng", "FORMAT"]
+           "load_optimizer", "capture_rng", "restore_rng", "split_state", "join_state", "FORMAT"]
 
-FORMAT = "tessera.train/1"
+FORMAT = "tessera.train/2"
+FORMATS = ("tessera.train/1", FORMAT)   # /1: one optimizer, no method state (read as optimizer "main")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Checkpoint:
     ema: dict[str, torch.Tensor] | None = None
     optim: dict[str, torch.Tensor] = field(default_factory=dict)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
@@ -83,6 +86,49 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
         if "betas" in g and isinstance(g["betas"], list):
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ------------------------------------------------------------------------ method / callback state
+
+def split_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split nested dicts / lists of tensors and JSON values into flat tensors + a JSON skeleton.
+
+    Tensors become ``{"__tensor__": key}`` markers in the skeleton; :func:`join_state` inverts it.
+
+    >>> t, meta = split_state({"psi": torch.arange(3), "gen": 4, "best": [torch.ones(1), None]})
+    >>> sorted(t), meta["gen"], meta["psi"]
+    (['best.0', 'psi'], 4, {'__tensor__': 'psi'})
+    >>> join_state(meta, t)["best"][0]
+    tensor([1.])
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(v: Any, key: str) -> Any:
+        if torch.is_tensor(v):
+            tensors[key] = v.detach()
+            return {"__tensor__": key}
+        if isinstance(v, dict):
+            return {str(k): walk(x, f"{key}.{k}" if key else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, f"{key}.{i}" if key else str(i)) for i, x in enumerate(v)]
+        return v
+
+    return tensors, walk(obj, prefix)
+
+
+def join_state(meta: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`split_state`."""
+    if isinstance(meta, dict):
+        if set(meta) == {"__tensor__"}:
+            key = meta["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint lacks tensor {key!r} of a method's state; the checkpoint is "
+                                      "incomplete, resume from another one or start a new run")
+            return tensors[key]
+        return {k: join_state(v, tensors) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [join_state(v, tensors) for v in meta]
+    return meta
 
 
 # ------------------------------------------------------------------------------------------- RNG
@@ -130,7 +176,8 @@ def find_checkpoint(path: str | Path) -> Path | None:
 
 def save_checkpoint(path: str | Path, *, state: dict[str, Any], model: dict[str, torch.Tensor],
                     ema: dict[str, torch.Tensor] | None = None, optim: dict[str, torch.Tensor] | None = None,
-                    rng: dict[str, torch.Tensor] | None = None) -> Path:
+                    rng: dict[str, torch.Tensor] | None = None, extra: dict[str, torch.Tensor] | None = None
+                    ) -> Path:
     """Write a checkpoint directory atomically (all files or none)."""
     path = Path(path)
     state = {"format": FORMAT, **state}
@@ -142,6 +189,8 @@ def save_checkpoint(path: str | Path, *, state: dict[str, Any], model: dict[str,
             save_tensors(tmp / "optim.safetensors", optim)
         if rng:
             save_tensors(tmp / "rng.safetensors", rng)
+        if extra:
+            save_tensors(tmp / "extra.safetensors", extra)
         save_json(tmp / "state.json", state)  # last: its presence marks a complete checkpoint
     return path
 
@@ -153,10 +202,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"no checkpoint in {path} (expected {Path(path) / 'ckpt' / 'state.json'}); "
                               "check the run directory, or start a new run without --resume")
     state = load_json(found / "state.json")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in FORMATS:
         raise CheckpointError(f"{found / 'state.json'}: not a {FORMAT} checkpoint; point at a tessera run directory")
     model = load_tensors(found / "model.safetensors")
     ema = load_tensors(found / "ema.safetensors") if (found / "ema.safetensors").is_file() else None
     optim = load_tensors(found / "optim.safetensors") if (found / "optim.safetensors").is_file() else {}
     rng = load_tensors(found / "rng.safetensors") if (found / "rng.safetensors").is_file() else {}
-    return Checkpoint(found, state, model, ema, optim, rng)
+    extra = load_tensors(found / "extra.safetensors") if (found / "extra.safetensors").is_file() else {}
+    return Checkpoint(found, state, model, ema, optim, rng, extra)

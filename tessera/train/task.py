@@ -39,30 +39,36 @@ class Indexable(Protocol):
 
 
 class TensorData:
-    """In-memory ``(x, y)`` tensors; ``data[idx]`` indexes both (much faster than a DataLoader on CPU)."""
+    """In-memory ``(x, y)`` tensors; ``data[idx]`` indexes both (much faster than a DataLoader on CPU).
 
-    def __init__(self, x: Any, y: Tensor):
-        n = len(y)
+    ``y=None`` holds unlabelled inputs (batches are ``(x, None)``).
+    """
+
+    def __init__(self, x: Any, y: Tensor | None):
         xs = x if isinstance(x, (tuple, list)) else (x,)
+        n = len(y) if y is not None else len(xs[0])
         for xi in xs:
             if len(xi) != n:
                 raise ConfigError(f"task data: x has {len(xi)} samples but y has {n}; pass matching tensors")
-        self.x, self.y = x, y
+        self.x, self.y, self.n = x, y, n
 
     def __len__(self) -> int:
-        return len(self.y)
+        return self.n
 
-    def __getitem__(self, idx: Tensor) -> tuple[Any, Tensor]:
+    def __getitem__(self, idx: Tensor) -> tuple[Any, Tensor | None]:
+        y = self.y[idx] if self.y is not None else None
         if isinstance(self.x, (tuple, list)):
-            return type(self.x)(xi[idx] for xi in self.x), self.y[idx]
-        return self.x[idx], self.y[idx]
+            return type(self.x)(xi[idx] for xi in self.x), y
+        return self.x[idx], y
 
 
 def as_data(d: Any) -> Indexable | None:
     if d is None:
         return None
-    if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], Tensor):
+    if isinstance(d, tuple) and len(d) == 2 and (isinstance(d[1], Tensor) or d[1] is None):
         return TensorData(*d)
+    if isinstance(d, Tensor):
+        return TensorData(d, None)
     if hasattr(d, "__len__") and hasattr(d, "__getitem__"):
         return d
     raise ConfigError(f"task data must be an (x, y) tuple of tensors or an indexable dataset, got {type(d).__name__}")
@@ -195,6 +201,10 @@ class Task:
         batch_size: per-task global batch size (default: the run's ``batch_size``).
         transform: optional ``fn(x) -> x`` applied to training batches (augmentation; may use the
             global torch RNG, which is checkpointed).
+        evaluate: optional ``fn(model) -> {metric: value}`` replacing the batched evaluation of
+            ``eval`` (e.g. a language model that carries its state through the test stream).
+        order: ``"shuffle"`` (a fresh seeded permutation per epoch) or ``"sequential"`` (batch k is
+            samples ``[k*B, (k+1)*B)``, wrapping per epoch: truncated-BPTT streams).
     """
 
     name: str
@@ -207,9 +217,13 @@ class Task:
     weight: float = 1.0
     batch_size: int | None = None
     transform: Callable[[Any], Any] | None = None
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+    order: str = "shuffle"
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.order not in ("shuffle", "sequential"):
+            raise ConfigError(f"task {self.name!r}: order={self.order!r}; use 'shuffle' or 'sequential'")
         self.train_data = as_data(self.train)
         self.eval_data = as_data(self.eval)
         self.loss_fn = get_loss(self.loss)

@@ -1,4 +1,4 @@
-"""The one trainer: several tasks, one model, exact resume, EMA evaluation, data parallel.
+"""The one training engine: every loop in tessera runs here.
 
 >>> import torch
 >>> from torch import nn
@@ -9,49 +9,48 @@
 >>> sorted(final["tasks"]["toy"])
 ['accuracy', 'loss']
 
+What the engine owns: the step loop, named optimizers and their parameter groups, LR schedules,
+gradient clipping, EMA, the gradient all-reduce under ``torchrun``, atomic checkpoints with exact
+resume, progress bars and ``metrics.jsonl``. What a method owns (its losses, which parameters each
+of its optimizers moves, its boundary hooks and state) it plugs in through :mod:`.method`; the
+default method trains the tasks' own losses (:class:`~tessera.train.method.Supervised`).
+
 Determinism. The data order is a pure function of ``(seed, task, step)``: task ``t`` at its ``k``-th
 batch uses epoch ``e = k // batches_per_epoch`` of a permutation drawn from a generator seeded with
 ``(seed, t, e)`` (the last partial batch of an epoch is dropped). The LR is a pure function of the step.
-The checkpoint stores model, optimizer, EMA and every rank's RNG state, so stopping at step 15 and
-resuming to 30 reproduces a straight 30-step run bit for bit (same device and world size).
+The checkpoint stores model, optimizers, EMA, every rank's RNG state and the method's / callbacks' /
+tasks' own state, so stopping at step 15 and resuming to 30 reproduces a straight 30-step run bit for
+bit (same device and world size).
 
 Data parallel. When ``torch.distributed`` is initialized (``torchrun``), every rank takes its slice of
-each global batch, gradients are averaged over ranks with one flat all-reduce per step (the same
-average DDP computes; it works with per-task heads, custom ``Task.forward`` and several forwards per
-step, which the ``DistributedDataParallel`` wrapper does not allow), floating-point buffers (BatchNorm
-statistics) are averaged in the same collective, evaluation is sharded and reduced, and only rank 0
-writes files.
-
-Hooks. ``callbacks`` are objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer, step,
-logs)``, ``on_eval_end(trainer, step, metrics)``, ``on_fit_end(trainer, final)``, or plain callables
-used as ``on_step_end``. A hook may edit parameters between steps or set ``trainer.should_stop``.
+each global batch, each update's gradients are averaged over ranks with one flat all-reduce (the same
+average DDP computes; it works with several optimizers, per-task heads and several forwards per step,
+which the ``DistributedDataParallel`` wrapper does not), floating-point buffers (BatchNorm statistics)
+are averaged once per step, evaluation is sharded and reduced, and only rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from .. import __version__
 from ..config import to_dict
-from ..errors import CheckpointError, ConfigError, TrainingError
-from ..io import atomic_write_bytes, save_json
+from ..errors import ConfigError, TrainingError
 from . import dist
-from .checkpoint import (capture_rng, load_checkpoint, load_optimizer, optimizer_tensors,
-                         restore_rng, save_checkpoint)
-from .config import TrainConfig, config_diff
+from .config import OptimConfig, ScheduleConfig, TrainConfig
 from .ema import EMA
+from .evaluate import evaluate_task, to_device
+from .runlog import RunLog
+from .method import Callback, Method, Optim, Supervised, updates_of
 from .optim import build_optimizer, lr_factor, param_groups_for, set_lr
+from .state import TrainerState
 from .task import Task
 
-__all__ = ["Trainer", "seed_everything"]
+__all__ = ["Trainer", "seed_everything", "mix_seed"]
 
 
 def seed_everything(seed: int) -> None:
@@ -64,57 +63,74 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _mix(*xs: int) -> int:
+def mix_seed(*xs: int) -> int:
+    """A 63-bit seed from several ints (FNV-1a style); pure, so the same on every rank and resume."""
     h = 1469598103934665603
     for x in xs:
         h = ((h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
     return h
 
 
-def _to(x: Any, device: torch.device) -> Any:
-    if torch.is_tensor(x):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x
+_HOOKS = ("on_fit_start", "on_step_start", "on_step_end", "on_eval_end", "on_fit_end")
 
 
-class _Hooks:
-    def __init__(self, callbacks: Iterable[Any]):
-        self.cbs = list(callbacks)
+def _is_callback(obj: Any) -> bool:
+    return isinstance(obj, Callback) or any(hasattr(obj, h) for h in _HOOKS)
 
-    def __call__(self, name: str, *args: Any) -> None:
-        for cb in self.cbs:
-            fn = getattr(cb, name, None)
-            if fn is None and name == "on_step_end" and callable(cb) and not hasattr(cb, "on_fit_start"):
-                fn = cb
-            if fn is not None:
-                fn(*args)
+
+class _FnCallback(Callback):
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def on_step_end(self, trainer: "Trainer", step: int, logs: dict[str, Any]) -> None:
+        self.fn(trainer, step, logs)
+
+
+class _Opt:
+    """A built optimizer with its own schedule, clipping and the flat list of its parameters."""
+
+    def __init__(self, name: str, spec: Optim, default: TrainConfig):
+        cfg = spec.config if spec.config is not None else default.optim
+        if isinstance(cfg, dict):
+            cfg = OptimConfig(**{**to_dict(default.optim), **cfg})
+        if spec.lr is not None:
+            cfg = OptimConfig(**{**to_dict(cfg), "lr": float(spec.lr)})
+        sched = spec.schedule if spec.schedule is not None else default.schedule
+        if isinstance(sched, dict):
+            sched = ScheduleConfig(**sched)
+        self.name, self.schedule = name, sched
+        self.lr_key = "train.optim.lr" if spec.config is None and spec.lr is None else f"the lr of optimizer {name!r}"
+        self.clip = default.clip_grad if spec.clip_grad is None else float(spec.clip_grad)
+        self.opt = build_optimizer(spec.groups, cfg)
+        self.params: list[Tensor] = [p for g in self.opt.param_groups for p in g["params"]]
+        if not self.params:
+            raise ConfigError(f"optimizer {name!r} has no parameters; give it at least one trainable tensor")
 
 
 class Trainer:
-    """Train ``model`` on ``tasks`` with ``config``; write metrics, checkpoints and final.json to ``out_dir``.
+    """Train ``model`` on ``tasks`` with ``config`` and a ``method``; write metrics, checkpoints and
+    final.json to ``out_dir``.
 
     Args:
-        model: any ``nn.Module``; ``Task.forward(model, x)`` (default ``model(x)``) produces outputs.
-        tasks: one or more :class:`Task` with unique names.
-        config: :class:`TrainConfig`.
+        model: any ``nn.Module``; the default method computes ``Task.outputs(model, x)``.
+        tasks: one or more :class:`Task` with unique names (the data the method draws from).
+        config: :class:`TrainConfig` (run length, batch size, default optimizer and schedule, EMA, ...).
         out_dir: run directory (``metrics.jsonl``, ``ckpt/``, ``final.json``); None writes nothing.
-        param_groups: optimizer parameter groups (tensors or dicts, a dict may set its own ``lr``);
-            default: all trainable parameters of the model and the task heads, with biases and norm
-            weights exempt from weight decay.
-        callbacks: hooks, see the module docstring.
-        run_config: the full configuration to store in checkpoints and final.json and to compare
-            on resume (default: ``{"train": config}``).
+        method: a :class:`~tessera.train.method.Method` (default: the tasks' own losses).
+        callbacks: :class:`~tessera.train.method.Callback` objects, or callables ``fn(trainer, step, logs)``
+            run at every step end (``step`` = steps done).
+        param_groups: the default optimizer's parameter groups (tensors or dicts, a dict may set its own
+            ``lr``); default: every trainable parameter of the model, task heads and method modules,
+            with biases and norm weights exempt from weight decay.
+        run_config: the full configuration stored in checkpoints and final.json and compared on resume
+            (default: ``{"train": config}``).
         device: overrides ``config.device``.
     """
 
     def __init__(self, model: nn.Module, tasks: Sequence[Task], config: TrainConfig,
-                 out_dir: str | Path | None = None, param_groups: Iterable[Any] | None = None,
-                 callbacks: Iterable[Any] = (), run_config: Any = None,
-                 device: str | torch.device | None = None):
+                 out_dir: str | Path | None = None, *, method: Method | None = None,
+                 callbacks: Iterable[Any] = (), param_groups: Iterable[Any] | None = None,
+                 run_config: Any = None, device: str | torch.device | None = None):
         self.config = config
         self.tasks = list(tasks)
         if not self.tasks:
@@ -129,37 +145,69 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        # stored as {"train": ...} when no full run config is given, so keys read "train.optim.lr"
         self.run_config = to_dict(run_config) if run_config is not None else {"train": to_dict(config)}
+        self.method = method if method is not None else Supervised()
+        self.callbacks: list[Any] = [_FnCallback(c) if callable(c) and not _is_callback(c) else c
+                                     for c in callbacks]
 
         self.model = model.to(self.device)
         heads = nn.ModuleDict({t.name: t.head for t in self.tasks if t.head is not None})
-        self.net = nn.ModuleDict({"model": self.model, "heads": heads}).to(self.device)
+        extra = nn.ModuleDict(dict(getattr(self.method, "modules", lambda: {})()))
+        parts = {"model": self.model, "heads": heads}
+        if len(extra):
+            parts["method"] = extra
+        self.net = nn.ModuleDict(parts).to(self.device)
         dist.broadcast_module(self.net)
         if self.world > 1:  # ranks draw different dropout masks
-            torch.manual_seed(_mix(config.seed, 7919, self.rank))
+            torch.manual_seed(mix_seed(config.seed, 7919, self.rank))
 
-        groups = list(param_groups) if param_groups is not None else param_groups_for(
-            self.net, config.optim.weight_decay, config.optim.no_decay_1d)
-        self.optimizer = build_optimizer(groups, config.optim)
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self._default_groups = list(param_groups) if param_groups is not None else None
+        self.opts = {n: _Opt(n, s, config) for n, s in self.method.optimizers(self).items()}
+        if not self.opts:
+            raise ConfigError(f"{type(self.method).__name__}.optimizers returned no optimizer; return at least one")
         self._buffers = [b for b in self.net.buffers() if b.is_floating_point()]
         self.ema = EMA(self.net, config.ema.decay, config.ema.warmup) if config.ema.enabled else None
 
         self.step = 0
         self.total_steps = self._total_steps() if all(t.train_data is not None for t in self.tasks) else None
         self.should_stop = False
-        self.hooks = _Hooks(callbacks)
-        self._perm: dict[int, tuple[int, torch.Tensor]] = {}
-        self._train_seconds = 0.0
-        self._train_samples = 0
+        self._perm: dict[int, tuple[int, Tensor]] = {}
+        self._records: dict[str, Tensor] = {}
         self.last_eval: dict[str, dict[str, float]] = {}
-        self._ckpt_step: int | None = None
-        self._metrics_ready = False
+        self.log = RunLog(self)
+        self.state = TrainerState(self)
+
+    # ------------------------------------------------------------------------------ optimizers
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The ``"main"`` optimizer (or the only one)."""
+        return self.opts["main"].opt if "main" in self.opts else next(iter(self.opts.values())).opt
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {n: o.opt for n, o in self.opts.items()}
+
+    def default_param_groups(self) -> list[Any]:
+        """The default optimizer's groups: ``param_groups`` given to the Trainer, or every trainable
+        parameter of ``net`` (decayed >= 2-d tensors, non-decayed biases and norm scales)."""
+        if self._default_groups is not None:
+            return self._default_groups
+        return param_groups_for(self.net, self.config.optim.weight_decay, self.config.optim.no_decay_1d)
+
+    def callbacks_and_method(self) -> list[Any]:
+        return [self.method, *self.callbacks]
 
     # ------------------------------------------------------------------------------------ data
     def batch_size(self, task: Task) -> int:
         return task.batch_size or self.config.batch_size
+
+    def task_index(self, task: int | str) -> int:
+        if isinstance(task, int):
+            return task
+        for i, t in enumerate(self.tasks):
+            if t.name == task:
+                return i
+        raise ConfigError(f"no task named {task!r}; tasks are {[t.name for t in self.tasks]}")
 
     def _check_train_data(self) -> None:
         for t in self.tasks:
@@ -184,144 +232,167 @@ class Trainer:
         return max(1, int(round(float(c.epochs) * per_epoch)))
 
     def active_tasks(self, step: int) -> list[tuple[int, int]]:
-        """``[(task index, that task's batch number)]`` trained at global ``step``."""
+        """``[(task index, that task's batch number)]`` trained at global ``step`` (default method)."""
         n = len(self.tasks)
         if n == 1 or self.config.multitask == "sum":
             return [(i, step) for i in range(n)]
         return [(step % n, step // n)]
 
-    def batch_indices(self, ti: int, k: int) -> torch.Tensor:
+    def batch_indices(self, ti: int, k: int) -> Tensor:
         """This rank's sample indices of task ``ti``'s ``k``-th batch (pure function of seed, ti, k)."""
         task = self.tasks[ti]
         n, b = len(task.train_data), self.batch_size(task)
         epoch, j = divmod(k, n // b)
-        cached = self._perm.get(ti)
-        if cached is None or cached[0] != epoch:
-            g = torch.Generator().manual_seed(_mix(self.config.seed, ti, epoch))
-            cached = (epoch, torch.randperm(n, generator=g))
-            self._perm[ti] = cached
-        idx = cached[1][j * b:(j + 1) * b]                        # (B,) global batch
+        if task.order == "sequential":
+            idx = torch.arange(j * b, (j + 1) * b)
+        else:
+            cached = self._perm.get(ti)
+            if cached is None or cached[0] != epoch:
+                g = torch.Generator().manual_seed(mix_seed(self.config.seed, ti, epoch))
+                cached = (epoch, torch.randperm(n, generator=g))
+                self._perm[ti] = cached
+            idx = cached[1][j * b:(j + 1) * b]                     # (B,) global batch
         per = b // self.world
         return idx[self.rank * per:(self.rank + 1) * per]          # (B / W,) this rank's shard
 
+    def batch(self, task: int | str = 0, k: int | None = None) -> tuple[Any, Any]:
+        """``(x, y)`` of ``task``'s ``k``-th training batch (default: the current step), this rank's
+        shard, on the device, with the task's ``transform`` applied (``y`` is None when unlabelled)."""
+        ti = self.task_index(task)
+        t = self.tasks[ti]
+        x, y = t.train_data[self.batch_indices(ti, self.step if k is None else k)]
+        x, y = to_device(x, self.device), to_device(y, self.device)
+        if t.transform is not None:
+            x = t.transform(x)
+        return x, y
+
+    def generator(self, *keys: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, *keys): the same draws on every rank and after resume."""
+        return torch.Generator().manual_seed(mix_seed(self.config.seed, 104729, self.step, *keys))
+
+    def shard(self, t: Tensor) -> Tensor:
+        """This rank's equal slice of a per-step global tensor (first dim divisible by the world size)."""
+        if self.world == 1:
+            return t
+        per = t.shape[0] // self.world
+        return t[self.rank * per:(self.rank + 1) * per]
+
     # ----------------------------------------------------------------------------------- train
-    def train_step(self, step: int) -> dict[str, float]:
-        """One optimizer step at global ``step``; returns ``{task: loss}`` (averaged over ranks)."""
-        lr = set_lr(self.optimizer, lr_factor(self.config.schedule, step, self.total_steps))
-        self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        active = self.active_tasks(step)
-        losses = []
-        for ti, k in active:
-            task = self.tasks[ti]
-            x, y = task.train_data[self.batch_indices(ti, k)]
-            x, y = _to(x, self.device), _to(y, self.device)
-            if task.transform is not None:
-                x = task.transform(x)
-            loss = task.loss_fn(task.outputs(self.model, x), y)
-            (loss * task.weight if task.weight != 1.0 else loss).backward()
-            losses.append(loss.detach().float().reshape(1))
-        extra = torch.cat(losses + [b.reshape(-1).float() for b in self._buffers]) if self.world > 1 else torch.cat(losses)
-        extra = dist.all_reduce_grads(self.params, extra)
+    def record(self, name: str, value: Tensor | float) -> None:
+        """Log a scalar for this step (averaged over ranks and over the logging window)."""
+        v = value.detach().float().reshape(()) if torch.is_tensor(value) else torch.tensor(float(value))
+        self._records[name] = v
+
+    def _update(self, name: str, loss: Tensor, step: int) -> None:
+        """Backpropagate ``loss`` into optimizer ``name``'s parameters only, all-reduce, clip, step."""
+        if name not in self.opts:
+            raise TrainingError(f"training_step used optimizer {name!r}, but the method has {sorted(self.opts)}; "
+                                f"add it to {type(self.method).__name__}.optimizers")
+        o = self.opts[name]
+        params = [p for p in o.params if p.requires_grad]
+        value = loss.detach().float().reshape(1)
         if self.world > 1:
-            extra = extra / self.world
-            off = len(losses)
+            value = dist.all_reduce_sum(value.clone()) / self.world
+        if not math.isfinite(float(value)):
+            self._raise_nonfinite(f"loss of optimizer {name!r} is {float(value)}", step, o)
+        if not loss.requires_grad or not params:
+            raise TrainingError(f"the loss of optimizer {name!r} does not depend on any of its trainable "
+                                f"parameters at step {step}; check what {type(self.method).__name__} optimizes")
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        dist.all_reduce_grads(params)
+        if o.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, o.clip)
+            if not math.isfinite(float(norm)):
+                self._raise_nonfinite(f"gradient norm of optimizer {name!r} is {float(norm)}", step, o)
+        o.opt.step()
+        for p in params:
+            p.grad = None
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One global step: the method's updates in order, then EMA. Returns the recorded scalars."""
+        for o in self.opts.values():
+            set_lr(o.opt, lr_factor(o.schedule, step, self.total_steps or 1))
+        self.net.train()
+        self._records = {}
+        for name, loss in updates_of(self.method.training_step(self, step)):
+            self._update(name, loss, step)
+        if self.world > 1 and self._buffers:           # BatchNorm statistics: the ranks' average
+            flat = torch.cat([b.reshape(-1).float() for b in self._buffers])
+            flat = dist.all_reduce_sum(flat) / self.world
+            off = 0
             with torch.no_grad():
                 for b in self._buffers:
-                    b.copy_(extra[off:off + b.numel()].view_as(b))
+                    b.copy_(flat[off:off + b.numel()].view_as(b))
                     off += b.numel()
-        vals = extra[:len(losses)].tolist()
-        for (ti, _), v in zip(active, vals):
-            if not math.isfinite(v):
-                self._raise_nonfinite(f"loss is {v}", step, self.tasks[ti].name, lr)
-        if self.config.clip_grad > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
-            if not math.isfinite(float(norm)):
-                self._raise_nonfinite(f"gradient norm is {float(norm)}", step, self.tasks[active[0][0]].name, lr)
-        self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.net)
         self.step = step + 1
-        return {self.tasks[ti].name: v for (ti, _), v in zip(active, vals)}
+        return self._reduced_records()
 
-    def _raise_nonfinite(self, what: str, step: int, task: str, lr: float) -> None:
-        where = (f"the last good checkpoint (step {self._ckpt_step}) is in {self.out_dir / 'ckpt'}"
-                 if self._ckpt_step is not None and self.out_dir is not None else "no checkpoint was written")
-        raise TrainingError(f"{what} at step {step} (task {task!r}); lower train.optim.lr (now {lr:.3g}) "
+    def _reduced_records(self) -> dict[str, float]:
+        if not self._records:
+            return {}
+        keys = sorted(self._records)
+        vals = torch.stack([self._records[k].cpu() for k in keys])
+        if self.world > 1:
+            vals = dist.all_reduce_sum(vals) / self.world
+        return dict(zip(keys, vals.tolist()))
+
+    def _raise_nonfinite(self, what: str, step: int, o: _Opt) -> None:
+        ck = self.state.last_step
+        where = (f"the last good checkpoint (step {ck}) is in {self.out_dir / 'ckpt'}"
+                 if ck is not None and self.out_dir is not None else "no checkpoint was written")
+        raise TrainingError(f"{what} at step {step}; lower {o.lr_key} (now {o.opt.param_groups[0]['lr']:.3g}) "
                             f"or set train.clip_grad; {where}")
 
-    def fit(self, steps: int | None = None) -> dict[str, Any]:
+    def hooks(self, name: str, *args: Any) -> None:
+        for cb in self.callbacks_and_method():
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def fit(self, steps: int | None = None, resume: bool = False) -> dict[str, Any]:
         """Train until global step ``steps`` (default: the schedule length), checkpoint, evaluate.
 
-        Writes ``metrics.jsonl``, checkpoints and ``final.json`` under ``out_dir`` (rank 0) and
-        returns the final.json dict.
+        ``resume=True`` continues from ``out_dir``'s checkpoint when there is one (else starts fresh).
+        Writes ``metrics.jsonl``, checkpoints and ``final.json`` under ``out_dir`` (rank 0) and returns
+        the final.json dict.
         """
         t_fit = time.perf_counter()
-        self._prepare_metrics_file()
-        self.hooks("on_fit_start", self)
+        if resume and self.out_dir is not None and self.state.exists():
+            self.load_checkpoint()
         self.run(self.total_steps if steps is None else steps)
-        if self.out_dir is not None and self._ckpt_step != self.step:  # same decision on every rank
+        if self.out_dir is not None and self.state.last_step != self.step:  # same decision on every rank
             self.save_checkpoint()
-        final_metrics = self._eval_and_log()
-        final = {
-            "step": self.step,
-            "tasks": final_metrics,
-            "ema": self.ema is not None,
-            "wall_seconds": round(time.perf_counter() - t_fit, 3),
-            "train_seconds": round(self._train_seconds, 3),
-            "samples_per_s": round(self._train_samples / max(self._train_seconds, 1e-9), 2),
-            "device": str(self.device),
-            "world_size": self.world,
-            "version": __version__,
-            "config": self.run_config,
-        }
-        if self.out_dir is not None and self.is_main:
-            save_json(self.out_dir / "final.json", final)
+        final = self.log.final(self._eval_and_log(), time.perf_counter() - t_fit)
         dist.barrier()
-        self.hooks("on_fit_end", self, final)
+        self.hooks("on_fit_end", final)
         return final
 
     def run(self, until: int) -> int:
         """Train from the current step until global step ``until`` (or a hook sets ``should_stop``),
-        logging, evaluating and checkpointing on the configured cadence; returns the step reached.
-
-        Unlike :meth:`fit` it does no final checkpoint / evaluation, so algorithms that alternate
-        training with their own work (e.g. MUiR's generations) can call it repeatedly.
-        """
+        logging, evaluating and checkpointing on the configured cadence; returns the step reached."""
         c = self.config
         self._check_train_data()
         stop = int(until)
         if stop < 0:
             raise ConfigError(f"--steps must be >= 0, got {stop}")
-        start = self.step
         self.should_stop = False
-        self._prepare_metrics_file()
-        bar = self._progress(start, stop)
-        win_loss: dict[str, list[float]] = {}
-        win_t, win_n = 0.0, 0
+        self.log.prepare()
+        self.hooks("on_fit_start")
+        bar = self.log.progress(self.step, stop)
         try:
-            for step in range(start, stop):
+            for step in range(self.step, stop):
+                self.hooks("on_step_start", step)
                 t0 = time.perf_counter()
-                losses = self.train_step(step)
-                dt = time.perf_counter() - t0
+                values = self.train_step(step)
                 n = sum(self.batch_size(self.tasks[ti]) for ti, _ in self.active_tasks(step))
-                self._train_seconds += dt
-                self._train_samples += n
-                win_t += dt
-                win_n += n
-                for k, v in losses.items():
-                    win_loss.setdefault(k, []).append(v)
-                logs = {"step": self.step, "losses": losses, "lr": self.optimizer.param_groups[0]["lr"]}
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-                if c.log_every and (self.step % c.log_every == 0 or self.step == stop):
-                    for k, vs in win_loss.items():
-                        self._log({"kind": "train", "step": self.step, "task": k, "loss": sum(vs) / len(vs),
-                                   "lr": logs["lr"], "samples_per_s": round(win_n / max(win_t, 1e-9), 2),
-                                   "epoch": round(self._epoch(), 4)})
-                    win_loss, win_t, win_n = {}, 0.0, 0
-                self.hooks("on_step_end", self, self.step, logs)
+                logs = {"step": self.step, "values": values,
+                        "lr": {k: o.opt.param_groups[0]["lr"] for k, o in self.opts.items()}}
+                self.log.step(logs, time.perf_counter() - t0, n, stop, bar)
+                self.hooks("on_step_end", self.step, logs)
                 if c.eval_every and self.step % c.eval_every == 0 and self.step != stop:
                     self._eval_and_log()
                 if (self.out_dir is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0
@@ -334,60 +405,14 @@ class Trainer:
                 bar.close()
         return self.step
 
-    def _epoch(self) -> float:
-        """Passes over the first task's training data so far."""
-        t0, n = self.tasks[0], len(self.tasks)
-        k = -(-self.step // n) if n > 1 and self.config.multitask == "round_robin" else self.step
-        return k / (len(t0.train_data) // self.batch_size(t0))
-
-    def _progress(self, start: int, stop: int):
-        mode = self.config.progress
-        if not self.is_main or mode == "off" or stop <= start:
-            return None
-        tty = sys.stderr.isatty()
-        if mode == "auto" and not tty and stop - start < 1000:
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=stop, initial=start, desc="train", unit="step", file=sys.stderr,
-                    dynamic_ncols=True, mininterval=0.5 if tty else 60.0, maxinterval=10.0 if tty else 60.0,
-                    leave=tty)
-
-    # --------------------------------------------------------------------------------- logging
-    def _metrics_path(self) -> Path | None:
-        return self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
-
-    def _prepare_metrics_file(self) -> None:
-        """Fresh run: empty metrics.jsonl. Resumed run: drop lines past the resumed step."""
-        p = self._metrics_path()
-        if p is None or not self.is_main or self._metrics_ready:
-            return
-        self._metrics_ready = True
-        keep = []
-        if self.step > 0 and p.is_file():
-            for line in p.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= self.step:
-                        keep.append(line)
-                except json.JSONDecodeError:
-                    continue
-        atomic_write_bytes(p, "".join(s + "\n" for s in keep).encode())
-
-    def _log(self, rec: dict[str, Any]) -> None:
-        p = self._metrics_path()
-        if p is None or not self.is_main:
-            return
-        with open(p, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
+    # ------------------------------------------------------------------------------ evaluation
     def _eval_and_log(self) -> dict[str, dict[str, float]]:
         res = self.evaluate()
-        for name, m in res.items():
-            self._log({"kind": "eval", "step": self.step, "task": name, "ema": self.ema is not None, **m})
+        self.log.eval(res)
         self.last_eval = res
-        self.hooks("on_eval_end", self, self.step, res)
+        self.hooks("on_eval_end", self.step, res)
         return res
 
-    # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, use_ema: bool = True, tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """``{task: {"loss": ..., metric: ...}}`` on each task's eval data, with the EMA weights if any.
@@ -395,145 +420,43 @@ class Trainer:
         Sharded over ranks under torch.distributed; every rank returns the same numbers.
         """
         was_training = self.net.training
-        ctx = self.ema.swapped_into(self.net) if (use_ema and self.ema is not None) else nullcontext()
         out: dict[str, dict[str, float]] = {}
-        with ctx:
+        todo = [t for t in self.tasks if (t.eval_data is not None or t.evaluate is not None)
+                and (tasks is None or t.name in tasks)]
+        if not todo:
+            return out
+        ema = self.ema if use_ema else None
+        with (ema.swapped_into(self.net) if ema is not None else _nothing()):
             self.net.eval()
             try:
-                for task in self.tasks:
-                    if task.eval_data is None or (tasks is not None and task.name not in tasks):
-                        continue
-                    out[task.name] = self._evaluate_task(task)
+                for task in todo:
+                    out[task.name] = evaluate_task(task, self.model, self.device, self.config.eval_batch_size)
             finally:
                 self.net.train(was_training)
         return out
 
-    def _evaluate_task(self, task: Task) -> dict[str, float]:
-        data = task.eval_data
-        n = len(data)
-        shard = self.world > 1 and n >= self.world        # tiny sets: every rank evaluates all of it
-        per = -(-n // self.world) if shard else n
-        r = self.rank if shard else 0
-        lo, hi = min(n, r * per), min(n, (r + 1) * per)
-        mean_ms = [m for m in task.metric_objs if m.kind == "mean"]
-        glob_ms = [m for m in task.metric_objs if m.kind != "mean"]
-        acc = torch.zeros(2 + 2 * len(mean_ms), dtype=torch.float64)
-        outs, ys = [], []
-        bs = self.config.eval_batch_size
-        for i in range(lo, hi, bs):
-            x, y = data[torch.arange(i, min(hi, i + bs))]
-            x, y = _to(x, self.device), _to(y, self.device)
-            o = task.outputs(self.model, x)
-            nb = len(y)
-            acc[0] += float(task.loss_fn(o, y)) * nb
-            acc[1] += nb
-            for j, m in enumerate(mean_ms):
-                v = m.fn(o, y)
-                acc[2 + 2 * j] += float(v.sum())
-                acc[3 + 2 * j] += v.numel()
-            if glob_ms:
-                outs.append(o.float().cpu())
-                ys.append(y.cpu())
-        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
-        if shard:
-            acc = dist.all_reduce_sum(acc.to(comm)).cpu()
-        res = {"loss": float(acc[0] / max(acc[1], 1))}
-        for j, m in enumerate(mean_ms):
-            v = float(acc[2 + 2 * j] / max(acc[3 + 2 * j], 1))
-            res[m.name] = m.finalize(v) if m.finalize else v
-        if glob_ms:
-            o_all, y_all = torch.cat(outs), torch.cat(ys)      # every rank has >= 1 sample when sharded
-            if shard:
-                o_all = dist.all_gather_cat(o_all.to(comm)).cpu()
-                y_all = dist.all_gather_cat(y_all.to(comm)).cpu()
-            for m in glob_ms:
-                v = float(m.fn(o_all, y_all))
-                res[m.name] = m.finalize(v) if m.finalize else v
-        return res
-
     # ----------------------------------------------------------------------------- checkpoints
-    def _gather_rng(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors, meta = capture_rng()
-        out: dict[str, torch.Tensor] = {}
-        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
-        for k, t in tensors.items():
-            g = dist.all_gather_cat(t.reshape(1, -1).to(comm)).cpu()   # (W, state bytes)
-            for r in range(g.shape[0]):
-                out[f"{k}.{r}"] = g[r].clone()
-        return out, meta
-
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write a checkpoint (rank 0; every rank must call it). Refuses to save non-finite weights."""
-        if path is None and self.out_dir is None:
-            raise CheckpointError("no checkpoint path: give Trainer(out_dir=...) or save_checkpoint(path)")
-        path = Path(path) if path is not None else self.out_dir / "ckpt"
-        for name, t in self.net.state_dict().items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise TrainingError(f"weight {name} is not finite at step {self.step}; not saving it over the "
-                                    f"last good checkpoint; lower train.optim.lr or set train.clip_grad")
-        rng, rng_meta = self._gather_rng()
-        if self.is_main:
-            opt_t, opt_meta = optimizer_tensors(self.optimizer)
-            state = {
-                "step": self.step, "total_steps": self.total_steps, "world_size": self.world,
-                "config": self.run_config, "optim": opt_meta, "rng": rng_meta,
-                "ema_updates": self.ema.num_updates if self.ema is not None else None,
-                "train_seconds": self._train_seconds, "train_samples": self._train_samples,
-                "versions": {"tessera": __version__, "torch": torch.__version__},
-            }
-            save_checkpoint(path, state=state, model=self.net.state_dict(),
-                            ema=self.ema.state_tensors() if self.ema is not None else None,
-                            optim=opt_t, rng=rng)
-        dist.barrier()
-        self._ckpt_step = self.step
-        return path
+        return self.state.save(path)
 
     def load_checkpoint(self, path: str | Path | None = None, *, weights_only: bool = False,
                         check_config: bool = True) -> int:
         """Restore a checkpoint (``path`` or ``out_dir/ckpt``); returns its step.
 
         With ``weights_only`` only the model (and EMA) weights are loaded, e.g. for evaluation.
-        Otherwise the optimizer, step and RNG states are restored too, and the stored config must
-        equal this run's (apart from run-length keys such as ``train.steps``).
+        Otherwise optimizers, step, RNG states and the method's / callbacks' / tasks' state are restored
+        too, and the stored config must equal this run's (apart from run-length keys such as
+        ``train.steps``).
         """
-        src = path if path is not None else self.out_dir
-        if src is None:
-            raise CheckpointError("no checkpoint path: give Trainer(out_dir=...) or load_checkpoint(path)")
-        ck = load_checkpoint(src)
-        if check_config and not weights_only:
-            diff = config_diff(ck.state.get("config", {}), self.run_config)
-            if diff:
-                shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff[:4])
-                more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-                raise CheckpointError(f"cannot resume {ck.path}: config differs at {shown}{more}; "
-                                      "resume with the original config or start a new --out directory")
-        own = self.net.state_dict()
-        missing = sorted(set(own) - set(ck.model))
-        unexpected = sorted(set(ck.model) - set(own))
-        if missing or unexpected:
-            what = f"missing keys {missing[:3]}" if missing else f"unexpected keys {unexpected[:3]}"
-            raise CheckpointError(f"{ck.path}: model weights do not match the model ({what}); use the same model config")
-        for k, v in ck.model.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise CheckpointError(f"{ck.path}: weight {k} has shape {tuple(v.shape)}, the model has "
-                                      f"{tuple(own[k].shape)}; use the same model config")
-        self.net.load_state_dict(ck.model)
-        if self.ema is not None:
-            if ck.ema is not None:
-                self.ema.load_state(ck.ema, ck.state.get("ema_updates") or 0)
-            else:
-                self.ema = EMA(self.net, self.config.ema.decay, self.config.ema.warmup)
-        if weights_only:
-            return ck.step
-        load_optimizer(self.optimizer, ck.optim, ck.state["optim"])
-        mine = {k.split(".")[0]: v for k, v in ck.rng.items() if k.split(".")[1] == str(self.rank)}
-        if not mine:  # more ranks than when saved: derive a distinct state
-            torch.manual_seed(_mix(self.config.seed, 7919, self.rank, ck.step))
-        restore_rng(mine, ck.state.get("rng"))
-        self.step = ck.step
-        self._ckpt_step = ck.step
-        self._metrics_ready = False
-        self._train_seconds = float(ck.state.get("train_seconds", 0.0))
-        self._train_samples = int(ck.state.get("train_samples", 0))
+        step = self.state.load(path, weights_only=weights_only, check_config=check_config)
         self._perm.clear()
-        return ck.step
+        return step
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None

@@ -1,13 +1,13 @@
 """Experiment helpers and the overhead benchmark at smoke size (the experiments themselves need data)."""
 import json
 
+import pytest
 import torch
 
 from tessera.bench import BENCHMARKS, RunOptions
 from tessera.experiments import EXPERIMENTS
-from tessera.experiments.mixture_common import cached, fit
 from tessera.experiments.mixture_multitask import sharing
-from tessera.mixture import MixtureNet
+from tessera.mixture import MixtureNet, TaskSplit, train_tasks
 
 
 def test_registered():
@@ -27,15 +27,44 @@ def test_sharing_by_pair_type():
     assert s["same_augmentation"] == [1.0, 1.0] and s["same_dataset"] == [0.0, 0.0]
 
 
-def test_fit_with_trainer_and_precise_bn(tmp_path):
+def _net():
+    torch.manual_seed(0)
+    return MixtureNet.from_isometric({"a": 2, "b": 2}, num_templates=2, depth=2, channels=8, head_channels=(16, 16),
+                                     patch=4)
+
+
+def test_train_tasks_precise_bn_and_resume(tmp_path):
     torch.manual_seed(0)
     x = torch.rand(64, 1, 16, 16)
     y = (x.mean((1, 2, 3)) > x.mean()).long()
-    net = MixtureNet.from_isometric({"a": 2, "b": 2}, num_templates=2, depth=2, channels=8, head_channels=(16, 16),
-                                    patch=4)
-    res = fit(net, {"a": (x, y, x, y), "b": (x, 1 - y, x, 1 - y)}, steps=6, batch=16, recalibrate=2)
+    data = {"a": TaskSplit(x, y, x, y), "b": TaskSplit(x, 1 - y, x, 1 - y)}
+    net = _net()
+    res = train_tasks(net, data, steps=6, batch=16, recalibrate=2)
     assert set(res["acc"]) == {"a", "b"} and not torch.equal(net.stats.a, net.stats.b)
-    calls = []
-    r1 = cached(tmp_path, True, "run", {"k": 1}, lambda: calls.append(1) or {"v": 1})
-    r2 = cached(tmp_path, True, "run", {"k": 1}, lambda: calls.append(1) or {"v": 2})
-    assert r1 == r2 == {"v": 1} and len(calls) == 1
+    # checkpointed every 2 steps into out_dir; a run stopped at step 4 and resumed equals a straight run
+    straight = _net()
+    ra = train_tasks(straight, data, steps=6, batch=16, out_dir=tmp_path / "a", checkpoint_every=2)
+    part = _net()
+    with pytest.raises(RuntimeError, match="stop"):
+        train_tasks(part, data, steps=6, batch=16, out_dir=tmp_path / "b", checkpoint_every=2,
+                    regularizer=_stop_after(5))          # raises in the 6th step, after the step-4 checkpoint
+    resumed = _net()
+    counted = _stop_after(100)
+    rb = train_tasks(resumed, data, steps=6, batch=16, out_dir=tmp_path / "b", checkpoint_every=2,
+                     regularizer=counted)
+    assert counted.calls["n"] == 2                          # only steps 4 and 5 ran again
+    assert ra["acc"] == rb["acc"]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def _stop_after(n):
+    calls = {"n": 0}
+
+    def reg(task):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise RuntimeError("stop (simulated kill)")
+        return torch.zeros(())
+    reg.calls = calls
+    return reg
