@@ -59,33 +59,36 @@ class TaskHeads(nn.Module):
 
 def _demo(out_dir: str | Path | None, tasks: int, groups: int, dim: int, generations: int, steps: int,
           final_steps: int, lr: float, lr_scores: float, n_train: int, seed: int) -> list[dict[str, Any]]:
+    from ..train import Task, Trainer, TrainConfig
+    from .training import MuirSearch, search_steps
+
     t0 = time.perf_counter()
     d = _tasks(tasks, groups, dim, n_train=n_train, n_test=100, seed=seed)
     torch.manual_seed(seed)
     stl, net = TaskHeads(tasks, dim), TaskHeads(tasks, dim)
     muir = reparameterize(net, block=(dim, 1), context=1, lam=4, p=0.5, lr_scores=lr_scores,
-                          target_modules="proj", seed=seed)
-    opt = torch.optim.Adam(muir.param_groups(lr=lr))
-    opt_stl = torch.optim.Adam(stl.parameters(), lr=lr)
+                          target_modules="proj", seed=seed, n_init=0, n_iter=steps, n_generations=generations,
+                          n_final=final_steps)
 
     def rmse(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> float:
         with torch.no_grad():
             return float((model(X) - Y).square().mean(1).sqrt().mean())
 
-    def step() -> None:
-        opt.zero_grad(), opt_stl.zero_grad()
-        (muir[0](d["X"]) - d["Y"]).square().mean().backward()
-        (stl(d["X"]) - d["Y"]).square().mean().backward()
-        opt.step(), opt_stl.step()
+    both = nn.ModuleDict({"muir": muir, "stl": stl})
 
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:      # MUiR and STL, trained side by side
+        return (out - y.t()[None]).square().mean((1, 2)).sum()
+
+    # samples are the batch dimension: X (n, T, dim); every step is the full batch of n_train samples
+    task = Task("demo", train=(d["X"].transpose(0, 1), d["Y"].transpose(0, 1)), loss=loss,
+                forward=lambda m, x: torch.stack([m["muir"][0](x.transpose(0, 1)), m["stl"](x.transpose(0, 1))]))
+    cfg = TrainConfig(steps=search_steps(muir.config), batch_size=n_train, optim={"name": "adam", "lr": lr,
+                      "weight_decay": 0.0, "eps": 1e-8}, schedule={"name": "constant"}, ema={"enabled": False},
+                      progress="off", log_every=0, checkpoint_every=0, seed=seed, device="cpu")
     start, history = muir.stats(), [muir.alignment().clone()]
-    for _ in range(generations):                 # Alg. 2: challengers, n_iter steps, selection
-        muir.begin_generation(opt)
-        for _ in range(steps):
-            step()
-        history.append(muir.end_generation().clone())
-    for _ in range(final_steps):                 # then train with the alignment fixed
-        step()
+    search = MuirSearch(muir, on_generation=lambda row: history.append(muir.alignment().clone()))
+    groups_ = muir.param_groups(lr=lr) + [{"params": list(stl.parameters())}]
+    Trainer(both, [task], cfg, param_groups=groups_, callbacks=[search]).fit()
     psi = torch.stack(history)                                                         # (G+1, T)
     hits = torch.nonzero(same_partition(psi, d["truth"])).squeeze(1)
     found = int(hits[0]) if hits.numel() else None

@@ -28,9 +28,11 @@ __all__ = ["TrainerState"]
 
 def _stateful(trainer: "Trainer") -> dict[str, Any]:
     """``{key: object with state_dict/load_state_dict}``: method, callbacks, tasks' forward/evaluate."""
-    out: dict[str, Any] = {"method": trainer.method}
-    for i, cb in enumerate(trainer.callbacks):
-        out[f"callback{i}.{type(cb).__name__}"] = cb
+    out: dict[str, Any] = {}
+    for key, obj in [("method", trainer.method)] + [(f"callback{i}.{type(c).__name__}", c)
+                                                    for i, c in enumerate(trainer.callbacks)]:
+        if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):
+            out[key] = obj
     for t in trainer.tasks:
         for part in ("forward", "evaluate", "transform"):
             obj = getattr(t, part)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from tessera.errors import CheckpointError, ConfigError, ShapeError
-from tessera.hyper import MuirConfig, export, fit, reparameterize
+from tessera.hyper import MuirConfig, MuirSearch, export, reparameterize, search_steps
+from tessera.train import Task, Trainer, TrainConfig
 
 
 class LM(nn.Module):
@@ -166,26 +167,95 @@ def test_identity_init_keeps_a_pretrained_model():
     torch.testing.assert_close(muir[0](x), ref(x), rtol=0, atol=0)
 
 
-def test_fit_runs_algorithm_2_and_restores_the_best_state():
-    torch.manual_seed(0)
+def _search_setup(seed=0):
+    torch.manual_seed(seed)
     nets = [nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)) for _ in range(3)]
     muir = reparameterize(nets, block=(4, 4), context=1, lam=2, n_init=2, n_iter=3, n_generations=4, n_final=2)
-    opt = torch.optim.Adam(muir.param_groups(lr=1e-2))
-    x, y = torch.randn(16, 4), torch.randn(16, 1)
-    vals = iter([3.0, 1.0, 2.0, 5.0])
-    snap = {}
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    return muir, x, y
+
+
+def _engine(muir, x, y, callbacks, out_dir=None):
+    tasks = [Task(f"t{i}", train=(x, y), loss="mse", forward=lambda m, x, i=i: m[i](x), order="sequential")
+             for i in range(3)]                                   # full batch in order, as the reference
+    cfg = TrainConfig(steps=search_steps(muir.config), batch_size=16, multitask="sum", progress="off", log_every=0,
+                      checkpoint_every=3 if out_dir else 0, optim={"name": "adam", "lr": 1e-2, "eps": 1e-8,
+                      "weight_decay": 0.0}, schedule={"name": "constant"}, ema={"enabled": False})
+    return Trainer(muir, tasks, cfg, out_dir=out_dir, param_groups=muir.param_groups(lr=1e-2), callbacks=callbacks)
+
+
+def _scripted_validation(muir, values, snap):
+    it = iter(values)
+
+    def validate():
+        v = next(it)
+        if v == min(values):
+            snap["psi0"] = muir.alignment().clone()
+            snap["state"] = {k: t.clone() for k, t in muir.state_dict().items()}
+        return v
+    return validate
+
+
+def test_search_on_the_engine_equals_a_hand_written_algorithm_2():
+    """Reference: Algorithm 2 written out by hand with a plain Adam (n_init, generations with the
+    scores' optimizer state reset, best-validation restore, n_final) == MuirSearch on the engine."""
+    vals = [3.0, 1.0, 2.0, 5.0]
+    ref, x, y = _search_setup()
+    opt = torch.optim.Adam(ref.param_groups(lr=1e-2))
 
     def step():
         opt.zero_grad()
-        sum((o - y).square().mean() for o in muir([x] * 3)).backward()
+        sum((o - y).square().mean() for o in ref([x] * 3)).backward()
         opt.step()
+    cfg, best = ref.config, None
+    ref.fix_alignment()
+    for _ in range(cfg.n_init):
+        step()
+    for v in vals:
+        ref.begin_generation(opt)
+        for _ in range(cfg.n_iter):
+            step()
+        ref.end_generation()
+        if best is None or v < best[0]:
+            best = (v, copy.deepcopy(ref.state_dict()), copy.deepcopy(opt.state_dict()), ref.search.state_dict())
+    ref.load_state_dict(best[1]), opt.load_state_dict(best[2]), ref.search.load_state_dict(best[3])
+    ref.fix_alignment()
+    for _ in range(cfg.n_final):
+        step()
 
-    def evaluate():
-        v = next(vals)
-        if v == 1.0:
-            snap["psi0"] = muir.alignment().clone()
-        return v
-    hist = fit(muir, step, opt, evaluate)
-    assert [h["val"] for h in hist] == [3.0, 1.0, 2.0, 5.0]
-    assert torch.equal(muir.alignment(), snap["psi0"])                  # restored generation 2's alignment
+    muir, x, y = _search_setup()
+    snap = {}
+    search = MuirSearch(muir, validate=_scripted_validation(muir, vals, snap))
+    _engine(muir, x, y, [search]).fit()
+    assert [h["val"] for h in search.history] == vals and [h["step"] for h in search.history] == [5, 8, 11, 14]
+    assert torch.equal(muir.alignment(), ref.alignment())
+    assert torch.equal(muir.alignment(), snap["psi0"])                   # generation 2's alignment restored
     assert not any(g.is_merging for g in muir.generators)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(muir.state_dict()[k], v), k                   # bit for bit
+
+
+def test_search_resumes_exactly_after_a_kill(tmp_path):
+    vals = [3.0, 1.0, 2.0, 5.0]
+    muir, x, y = _search_setup()
+    _engine(muir, x, y, [MuirSearch(muir, validate=_scripted_validation(muir, vals, {}))]).fit()
+
+    class Kill:
+        def on_step_end(self, trainer, step, logs):
+            if step == 10:
+                raise KeyboardInterrupt
+
+    part, x, y = _search_setup()
+    with pytest.raises(KeyboardInterrupt):
+        _engine(part, x, y, [MuirSearch(part, validate=_scripted_validation(part, vals, {})), Kill()],
+                out_dir=tmp_path).fit()
+    again, x, y = _search_setup()
+    ran = []
+    search = MuirSearch(again, validate=_scripted_validation(again, vals[2:], {}))   # generations 1-2 are in the ckpt
+    tr = _engine(again, x, y, [search, lambda t, s, logs: ran.append(s)], out_dir=tmp_path)
+    tr.fit(resume=True)
+    assert ran == list(range(10, 17))                                     # resumed at the step-9 checkpoint
+    assert [h["val"] for h in search.history] == vals
+    for k, v in muir.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
