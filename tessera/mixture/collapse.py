@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.isometric import isometric_body
 from .network import MixtureNet
 
 __all__ = ["CollapsedNet", "collapse", "max_difference"]
@@ -46,20 +47,7 @@ class CollapsedNet(nn.Module):
         self.channels_last = channels_last
 
     def forward_features(self, x: Tensor) -> Tensor:
-        z0 = self.input_adapter(x)
-        if self.channels_last and z0.dim() == 4:
-            z0 = z0.contiguous(memory_format=torch.channels_last)
-        h = z0
-        if self.block_input == "concat":
-            for blk in self.blocks:
-                h = blk(h, z0)
-        elif self.block_input == "add":
-            for blk in self.blocks:
-                h = blk(h + z0)
-        else:
-            for blk in self.blocks:
-                h = blk(h)
-        return h
+        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last)
 
     def forward_embedding(self, x: Tensor) -> Tensor:
         return self.output_adapter(self.forward_features(x))

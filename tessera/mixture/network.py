@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..core import Slot, WeightGenerator, WeightWriter, bind, mix, take_parameter
 from ..errors import ConfigError, ShapeError
+from ..nn.isometric import isometric_body
 from .signatures import extract_signature, init_logits, make_signature, one_hot_logits
 from .templates import TemplateBank
 
@@ -320,20 +321,7 @@ class MixtureNet(WeightGenerator):
         self.refresh(coeff)
 
     def _features(self, x: Tensor) -> Tensor:
-        z0 = self.input_adapter(x)                          # (N, ...) -> (N, C, H', W')
-        if self.channels_last and z0.dim() == 4:
-            z0 = z0.contiguous(memory_format=torch.channels_last)  # NHWC strides, same shape
-        h = z0
-        if self.block_input == "concat":
-            for blk in self.blocks:
-                h = blk(h, z0)                              # block sees its input and z0
-        elif self.block_input == "add":
-            for blk in self.blocks:
-                h = blk(h + z0)
-        else:
-            for blk in self.blocks:
-                h = blk(h)                                  # (N, C, H', W') -> (N, C, H', W')
-        return h
+        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last)
 
     def forward_features(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None) -> Tensor:
         """Output of the last layer for ``task`` (default: the active task)."""

@@ -10,7 +10,7 @@ output adapter, logits.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -19,13 +19,37 @@ from ..errors import ConfigError, ShapeError
 from ..registry import Registry
 from .blocks import BLOCKS, create_act, global_avg_pool, make_divisible
 
-__all__ = ["IsometricNet", "MODELS", "create_model", "param_table", "BLOCK_INPUT_MODES"]
+__all__ = ["isometric_body", "IsometricNet", "MODELS", "create_model", "param_table", "BLOCK_INPUT_MODES"]
 
 LayerFactory = Callable[..., nn.Module]
 BLOCK_INPUT_MODES = ("none", "add", "concat")
 
 MODELS: Registry = Registry("model")
 """Model factories by name; use :func:`create_model`."""
+
+
+def isometric_body(input_adapter: nn.Module, blocks: Iterable[nn.Module], x: torch.Tensor,
+                   block_input: str = "none", channels_last: bool = False) -> torch.Tensor:
+    """The isometric body: input adapter, then every block at constant width (paper 002 App. A.1).
+
+    ``block_input``: ``"none"`` (h <- blk(h)), ``"add"`` (h <- blk(h + z0)) or ``"concat"`` (the block
+    also receives the adapter output z0: h <- blk(h, z0); Table 6). The one implementation used by
+    IsometricNet, MixtureNet and a collapsed MixtureNet.
+    """
+    z0 = input_adapter(x)                                   # (N, in, H, W) -> (N, C, H/p, W/p)
+    if channels_last and z0.dim() == 4:
+        z0 = z0.contiguous(memory_format=torch.channels_last)  # NHWC strides, same shape
+    h = z0
+    if block_input == "concat":
+        for blk in blocks:
+            h = blk(h, z0)                                  # block sees cat(h, z0): (N, 2C, H', W')
+    elif block_input == "add":
+        for blk in blocks:
+            h = blk(h + z0)
+    else:
+        for blk in blocks:
+            h = blk(h)                                      # (N, C, H', W') -> (N, C, H', W')
+    return h
 
 
 class GlobalAvgPool(nn.Module):
@@ -131,20 +155,7 @@ class IsometricNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, C, H/patch, W/patch), the body's output."""
         self._check_input(x)
-        z0 = self.input_adapter(x)                          # (N, in, H, W) -> (N, C, H/p, W/p)
-        if self.channels_last:
-            z0 = z0.contiguous(memory_format=torch.channels_last)  # NHWC strides, same shape
-        h = z0
-        if self.block_input_mode == "concat":
-            for blk in self.blocks:
-                h = blk(h, z0)                              # block sees cat(h, z0): (N, 2C, H', W')
-        elif self.block_input_mode == "add":
-            for blk in self.blocks:
-                h = blk(h + z0)
-        else:
-            for blk in self.blocks:
-                h = blk(h)                                  # (N, C, H', W') -> (N, C, H', W')
-        return h
+        return isometric_body(self.input_adapter, self.blocks, x, self.block_input_mode, self.channels_last)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, c2), the output adapter's embedding."""
