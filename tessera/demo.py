@@ -12,16 +12,13 @@ from pathlib import Path
 import torch
 
 from .results import Report, format_table
+from .techniques import DEMO_SECTIONS
 
 __all__ = ["SECTIONS", "run_demo"]
 
-# (title, "module:function") in the order they run
-SECTIONS: list[tuple[str, str]] = [
-    ("template mixtures (paper 001/002)", "tessera.mixture.demo:demo"),
-    ("MUiR hypermodules (paper 003)", "tessera.hyper.demo:demo"),
-    ("compatible components (paper 004)", "tessera.compat.demo:demo"),
-    ("domain adaptation by mixture weights (paper 002 §4.4)", "tessera.adapt.demo:demo"),
-]
+SECTIONS = DEMO_SECTIONS
+"""``(title, "module:function")`` in the order they run; registered in :mod:`tessera.techniques`."""
+
 
 def run_demo(out: Path, sections: list[tuple[str, str]] | None = None) -> dict:
     """Run every available section, print one table, write ``out/demo.json``."""
