@@ -6,6 +6,8 @@ RMSprop step; inference is an eval-mode forward under ``torch.inference_mode``. 
 interleaved in one process (:func:`tessera.bench.timing.compare`); ``ratio = candidate_s /
 baseline_s`` with tessera as the candidate, so ``ratio <= 1`` means tessera is at least as fast.
 
+The candidate's training step runs through tessera's training engine (``Trainer.train_step``: what
+``tessera train`` runs); the baseline's is a plain PyTorch loop (:func:`tessera.bench.timing.plain_step`).
 The baseline is written the way torchvision writes MobileNetV3 (``nn.Sequential``,
 ``AdaptiveAvgPool2d``, ``inplace=True`` activations, NCHW). Tessera's speed comes from its own
 layout choices, same math and parameters: channels-last activations (faster oneDNN depthwise / 1x1
@@ -28,14 +30,13 @@ import os
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..experiments import RunOptions
 from ..nn import create_model
 from ..nn.reference import load_from_tessera, plain_isometric
 from ..results import Report
-from .timing import compare
+from .timing import compare, engine_step, plain_step
 
 __all__ = ["run"]
 
@@ -47,13 +48,14 @@ def _device(name: str) -> torch.device:
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> Callable[[], None]:
-    opt = torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=1e-5)
+    """Plain PyTorch: shuffled minibatch, forward, cross-entropy, backward, torch RMSprop step."""
+    return plain_step(model, x, y, torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=1e-5))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+
+def _engine_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> Callable[[], None]:
+    """The same step through tessera's training engine (what ``tessera train`` runs)."""
+    return engine_step(model, x, y, {"name": "rmsprop", "lr": lr, "weight_decay": 1e-5, "momentum": 0.0,
+                                     "alpha": 0.99, "eps": 1e-8, "no_decay_1d": False})
 
 
 def _infer(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -94,13 +96,14 @@ def run(opts: RunOptions, *, depth: int = 16, batch: int = 128, _smoke: bool = F
               "rounds": rounds, "warmup": warmup, "threads": torch.get_num_threads(),
               "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "baseline": "plain nn.Sequential (tessera.nn.reference), NCHW, torchvision idioms",
-              "candidate": "tessera.nn.IsometricNet (channels_last)"}
+              "candidate": "tessera.nn.IsometricNet (channels_last), trained by tessera.train.Trainer.train_step",
+              "step": "shuffled in-memory minibatch, forward, cross-entropy, backward, RMSprop (both)"}
     rep = Report("isometric-throughput", config=config, device=str(dev))
     setting = f"isometric_small d={depth} b={batch} 1x28x28"
 
     print(f"isometric-throughput: timing training steps ({rounds} rounds) ...", flush=True)
     tr = compare({"baseline": _train_step(base.train(), x, y, 1e-3),
-                  "candidate": _train_step(cand.train(), x, y, 1e-3),
+                  "candidate": _engine_step(cand.train(), x, y, 1e-3),
                   "baseline_cl": _train_step(base_cl.train(), x, y, 1e-3)},
                  warmup=warmup, rounds=rounds, device=dev)
     print("isometric-throughput: timing inference ...", flush=True)
