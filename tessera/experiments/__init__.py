@@ -26,6 +26,11 @@ class RunOptions:
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "mps"
     resume: bool = True               # reuse finished per-seed results found under ``out``
 
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.json = Path(self.json) if self.json is not None else None
+        self.data_root = Path(self.data_root) if self.data_root is not None else None
+
 
 EXPERIMENTS = _EXPERIMENTS
 """Registered in :mod:`tessera.techniques` (one ``register_technique`` call per technique)."""

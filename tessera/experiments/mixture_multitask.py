@@ -82,7 +82,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
                                       **ARCH)
                 reg = (lambda t: mixture_clustering(net, t, alpha=alpha)) if variant == "mixture" else None
                 res = train_tasks(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=opts.device,
-                                  regularizer=reg, recalibrate=b["recalibrate"], out_dir=work / "train")
+                                  regularizer=reg, recalibrate=b["recalibrate"], out_dir=work / "train",
+                                  checkpoint_every=b.get("checkpoint_every", 500))
                 res["weights"] = {t: w.tolist() for t, w in net.mixture_weights().items()}
                 t0 = next(iter(tasks))
                 res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
