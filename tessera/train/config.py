@@ -14,20 +14,31 @@ so a run stopped at step 15 and resumed to 30 follows exactly the same LR curve 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import from_dict, load_config, to_dict
+from ..config import FieldError, check_bounds, from_dict, load_config, to_dict
 from ..errors import ConfigError
+from .task import LOSSES, METRICS
 
 __all__ = ["OptimConfig", "ScheduleConfig", "EmaConfig", "TrainConfig", "ModelConfig", "TaskConfig",
            "RunConfig", "load_run_config", "RUN_LENGTH_KEYS", "config_diff"]
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = None) -> Any:
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = None, **bounds: float) -> Any:
+    """A field with help text and optional bounds (``ge`` / ``gt`` / ``le`` / ``lt``, see ``check_bounds``)."""
+    meta = {"help": text, **bounds}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# A cap on train.threads: far more threads than cores only slows torch down, and a huge count crashes
+# OpenMP (a segfault at 100000).
+MAX_THREADS_PER_CPU = 4
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -37,20 +48,21 @@ class OptimConfig:
     name: Literal["rmsprop", "rmsprop_tf", "adam", "adamw", "sgd"] = _help(
         "optimizer: rmsprop (torch) | rmsprop_tf (TensorFlow semantics, as in the paper) | adam | adamw | sgd",
         "rmsprop")
-    lr: float = _help("peak learning rate (after warmup)", 0.02)
-    weight_decay: float = _help("L2 weight decay (decoupled for adamw)", 1e-5)
-    momentum: float = _help("momentum (rmsprop, sgd)", 0.9)
-    alpha: float = _help("rmsprop: decay of the squared-gradient average", 0.9)
-    eps: float = _help("epsilon of rmsprop / adam (rmsprop_tf: inside the square root)", 1e-3)
-    betas: tuple[float, float] = _help("adam / adamw betas", (0.9, 0.999))
-    nesterov: bool = _help("sgd: Nesterov momentum", False)
+    lr: float = _help("peak learning rate (after warmup), > 0", 0.02, gt=0)
+    weight_decay: float = _help("L2 weight decay (decoupled for adamw), >= 0", 1e-5, ge=0)
+    momentum: float = _help("momentum (rmsprop, sgd), in [0, 1)", 0.9, ge=0, lt=1)
+    alpha: float = _help("rmsprop: decay of the squared-gradient average, in [0, 1)", 0.9, ge=0, lt=1)
+    eps: float = _help("epsilon of rmsprop / adam (rmsprop_tf: inside the square root), >= 0", 1e-3, ge=0)
+    betas: tuple[float, float] = _help("adam / adamw betas, each in [0, 1)", (0.9, 0.999), ge=0, lt=1)
+    nesterov: bool = _help("sgd: Nesterov momentum (needs momentum > 0)", False)
     no_decay_1d: bool = _help("exclude biases and norm weights (1-d tensors) from weight decay", True)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"config key 'train.optim.lr': must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"config key 'train.optim.weight_decay': must be >= 0, got {self.weight_decay}")
+        check_bounds(self)
+        if len(self.betas) != 2:
+            raise FieldError("betas", f"expected 2 numbers, got {list(self.betas)}")
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise FieldError("nesterov", "Nesterov needs momentum > 0; set momentum or nesterov: false")
 
 
 @dataclass
@@ -59,16 +71,14 @@ class ScheduleConfig:
 
     name: Literal["constant", "cosine", "linear", "step", "exponential"] = _help(
         "constant | cosine | linear (to final_lr_frac) | step (x gamma every step_size) | exponential", "cosine")
-    warmup_steps: int = _help("linear warmup from 0 over this many steps", 0)
-    final_lr_frac: float = _help("cosine / linear: final lr as a fraction of the peak lr", 0.0)
-    step_size: int = _help("step: steps between decays", 1000)
-    gamma: float = _help("step / exponential: decay factor (exponential: per step_size steps)", 0.1)
+    warmup_steps: int = _help("linear warmup from 0 over this many steps", 0, ge=0)
+    final_lr_frac: float = _help("cosine / linear: final lr as a fraction of the peak lr, in [0, 1]", 0.0, ge=0, le=1)
+    step_size: int = _help("step: steps between decays", 1000, ge=1)
+    gamma: float = _help("step / exponential: decay factor in (0, 1] (exponential: per step_size steps)", 0.1,
+                         gt=0, le=1)
 
     def __post_init__(self) -> None:
-        if self.warmup_steps < 0:
-            raise ConfigError(f"config key 'train.schedule.warmup_steps': must be >= 0, got {self.warmup_steps}")
-        if self.step_size < 1:
-            raise ConfigError(f"config key 'train.schedule.step_size': must be >= 1, got {self.step_size}")
+        check_bounds(self)
 
 
 @dataclass
@@ -76,12 +86,11 @@ class EmaConfig:
     """Exponential moving average of the weights, used for evaluation (paper 002, App. A.2)."""
 
     enabled: bool = _help("keep an EMA of the weights and evaluate with it", True)
-    decay: float = _help("EMA decay per step", 0.999)
+    decay: float = _help("EMA decay per step, in [0, 1)", 0.999, ge=0, lt=1)
     warmup: bool = _help("use min(decay, (1+n)/(10+n)) after n updates, as TF's ExponentialMovingAverage", True)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.decay < 1.0:
-            raise ConfigError(f"config key 'train.ema.decay': must be in [0, 1), got {self.decay}")
+        check_bounds(self)
 
 
 @dataclass
@@ -89,19 +98,19 @@ class TrainConfig:
     """How to train: run length, batching, optimizer, schedule, EMA, logging and checkpoints."""
 
     seed: int = _help("seed of model init, data order and dropout", 0)
-    steps: int | None = _help("total optimizer steps = LR-schedule length (or give epochs)", None)
-    epochs: float | None = _help("alternative to steps: passes over the first task's training set", None)
-    batch_size: int = _help("global batch size per task (split across DDP ranks)", 128)
-    eval_batch_size: int = _help("batch size for evaluation", 1000)
-    eval_every: int = _help("evaluate every N steps (0: only at the end)", 0)
-    checkpoint_every: int = _help("checkpoint every N steps (0: only at the end)", 500)
-    log_every: int = _help("write a metrics.jsonl training line every N steps", 50)
+    steps: int | None = _help("total optimizer steps = LR-schedule length (or give epochs)", None, ge=1)
+    epochs: float | None = _help("alternative to steps: passes over the first task's training set", None, gt=0)
+    batch_size: int = _help("global batch size per task (split across DDP ranks)", 128, ge=1)
+    eval_batch_size: int = _help("batch size for evaluation", 1000, ge=1)
+    eval_every: int = _help("evaluate every N steps (0: only at the end)", 0, ge=0)
+    checkpoint_every: int = _help("checkpoint every N steps (0: only at the end)", 500, ge=0)
+    log_every: int = _help("write a metrics.jsonl training line every N steps", 50, ge=0)
     multitask: Literal["round_robin", "sum"] = _help(
         "several tasks: one task per step in turn (round_robin) or all tasks' losses summed each step", "round_robin")
-    clip_grad: float = _help("clip the global gradient norm to this value (0: off)", 0.0)
+    clip_grad: float = _help("clip the global gradient norm to this value (0: off)", 0.0, ge=0)
     device: str = _help("auto | cpu | cuda | cuda:N | mps (auto: cuda > mps > cpu)", "auto")
     threads: int = _help("CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with "
-                         "other busy processes", 0)
+                         f"other busy processes; at most {MAX_THREADS_PER_CPU} per CPU core", 0, ge=0)
     progress: Literal["auto", "on", "off"] = _help("tqdm progress bar: auto = when stderr is a terminal", "auto")
     optim: OptimConfig = _help("optimizer", factory=OptimConfig)
     schedule: ScheduleConfig = _help("learning-rate schedule", factory=ScheduleConfig)
@@ -116,16 +125,13 @@ class TrainConfig:
             raise ConfigError("config: set 'train.steps' or 'train.epochs' (the LR-schedule length)")
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("config: set only one of 'train.steps' and 'train.epochs'")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"config key 'train.steps': must be >= 1, got {self.steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError(f"config key 'train.epochs': must be > 0, got {self.epochs}")
-        for k in ("batch_size", "eval_batch_size"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"config key 'train.{k}': must be >= 1, got {getattr(self, k)}")
-        for k in ("eval_every", "checkpoint_every", "log_every", "threads"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"config key 'train.{k}': must be >= 0, got {getattr(self, k)}")
+        check_bounds(self)
+        cap = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+        if self.threads > cap:
+            raise FieldError("threads", f"{self.threads} is more than {MAX_THREADS_PER_CPU} per CPU core "
+                                        f"({os.cpu_count()} here); use 0 (torch's default) or at most {cap}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise FieldError("device", f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
@@ -146,16 +152,22 @@ class TaskConfig:
     split_eval: str = _help("evaluation split", "test")
     loss: str = _help("loss: cross_entropy | mse | bce", "cross_entropy")
     metrics: list[str] = _help("metrics: accuracy, mse, rmse, auc, perplexity, ...", factory=lambda: ["accuracy"])
-    num_classes: int | None = _help("classes (default: inferred from the training labels)", None)
-    weight: float = _help("loss weight (multitask: sum)", 1.0)
-    limit_train: int | None = _help("use only the first N training samples (debugging)", None)
-    limit_eval: int | None = _help("use only the first N evaluation samples (debugging)", None)
+    num_classes: int | None = _help("classes (default: inferred from the training labels)", None, ge=1)
+    weight: float = _help("loss weight (multitask: sum), >= 0", 1.0, ge=0)
+    limit_train: int | None = _help("use only the first N training samples (debugging)", None, ge=1)
+    limit_eval: int | None = _help("use only the first N evaluation samples (debugging)", None, ge=1)
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("config: every task needs a 'name'")
         if not self.dataset:
             raise ConfigError(f"config: task {self.name!r} needs a 'dataset', e.g. mnist")
+        check_bounds(self)
+        if isinstance(self.loss, str) and self.loss not in LOSSES:
+            raise FieldError("loss", f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES.names())}")
+        for m in self.metrics:
+            if isinstance(m, str) and m != "loss" and m not in METRICS:
+                raise FieldError("metrics", f"unknown metric {m!r}; choose from loss, {', '.join(METRICS.names())}")
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 __all__ = ["is_dist", "rank", "world_size", "is_main", "init_from_env", "barrier", "all_reduce_sum",
            "all_gather_cat", "broadcast_module", "select_device", "local_rank", "destroy"]
 
@@ -35,18 +37,47 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda (this rank's local GPU) > mps > cpu; otherwise ``torch.device(name)``."""
-    if name == "auto":
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def select_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: cuda (this rank's local GPU) > mps > cpu; otherwise the named device, which must exist.
+
+    Raises :class:`~tessera.errors.ConfigError` for an unknown name or a device this machine lacks.
+
+    >>> select_device("cpu")
+    device(type='cpu')
+    >>> select_device("tpu9")
+    Traceback (most recent call last):
+    ...
+    tessera.errors.ConfigError: unknown device 'tpu9'; use auto, cpu, cuda, cuda:N or mps
+    """
+    if str(name) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank() % torch.cuda.device_count())
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-        dev = torch.device("cuda", local_rank() % torch.cuda.device_count())
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {str(name)!r}; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(name)!r}: this machine has no usable CUDA GPU "
+                              "(torch.cuda.is_available() is False); use cpu or auto")
+        n = torch.cuda.device_count()
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank() % n)
+        elif dev.index >= n:
+            raise ConfigError(f"device {str(name)!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; "
+                              "pick one of those or use auto")
+    if dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {str(name)!r}: Apple MPS is not available here; use cpu or auto")
     return dev
 
 
