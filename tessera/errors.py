@@ -24,3 +24,7 @@ class TrainingError(TesseraError, RuntimeError):
 
 class ShapeError(TesseraError, ValueError):
     """Tensors, blocks or components do not fit together."""
+
+
+class TesseraWarning(UserWarning):
+    """Something was recovered, not refused (e.g. a corrupt checkpoint skipped for the previous one)."""

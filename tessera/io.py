@@ -21,6 +21,7 @@ from .errors import CheckpointError
 
 __all__ = [
     "atomic_write_bytes", "save_json", "load_json", "save_tensors", "load_tensors", "atomic_dir",
+    "tensors_to_bytes", "tensors_from_bytes", "fsync_dir", "discard_dir", "json_default",
 ]
 
 
@@ -42,7 +43,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for paths, tensors and numpy values."""
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, torch.Tensor):
@@ -56,7 +58,7 @@ def _json_default(obj: Any) -> Any:
 
 def save_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """Atomically write ``obj`` as JSON (numpy / torch scalars and arrays are converted)."""
-    text = json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+    text = json.dumps(obj, indent=indent, default=json_default, sort_keys=False)
     return atomic_write_bytes(path, (text + "\n").encode())
 
 
@@ -65,9 +67,14 @@ def load_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found; check the path (a run directory holds final.json, ckpt/)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt, delete it") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text, or nested too deeply); the file is corrupt, "
+                              "delete it") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
@@ -77,6 +84,11 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     Tensors are made contiguous and moved to CPU; tensors sharing storage are cloned (safetensors
     refuses shared storage).
     """
+    return atomic_write_bytes(path, tensors_to_bytes(tensors, metadata))
+
+
+def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The safetensors serialization :func:`save_tensors` writes (e.g. to checksum it first)."""
     seen: set[int] = set()
     flat: dict[str, torch.Tensor] = {}
     for k, t in tensors.items():
@@ -87,8 +99,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
         if t.numel():
             seen.add(t.untyped_storage().data_ptr())
         flat[k] = t.contiguous()
-    data = _st_save(flat, metadata=dict(metadata) if metadata else None)
-    return atomic_write_bytes(path, data)
+    return _st_save(flat, metadata=dict(metadata) if metadata else None)
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -97,7 +108,17 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found; check the path")
     try:
-        out = _st_load(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
+    return tensors_from_bytes(data, path, device)
+
+
+def tensors_from_bytes(data: bytes, path: str | os.PathLike = "<bytes>",
+                       device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Parse safetensors ``data`` (read from ``path``, named in errors); CheckpointError when corrupt."""
+    try:
+        out = _st_load(data)
     except (SafetensorError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e}); the file is corrupt, delete it") from None
     return {k: v.to(device) for k, v in out.items()}
@@ -130,3 +151,29 @@ class atomic_dir:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.tmp, self.path)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (renames) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def discard_dir(path: str | os.PathLike) -> None:
+    """Remove a folder (or a link / file) so that no half-deleted folder ever carries its name: it is
+    renamed into a temporary sibling first (``.<name>.tmp-*``), then deleted."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        os.replace(path, trash / "x")
+        shutil.rmtree(trash, ignore_errors=True)

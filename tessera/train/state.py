@@ -99,7 +99,7 @@ class TrainerState:
         src = path if path is not None else tr.out_dir
         if src is None:
             raise CheckpointError("no checkpoint path: give Trainer(out_dir=...) or load_checkpoint(path)")
-        ck = load_checkpoint(src)
+        ck = load_checkpoint(src, quarantine=path is None and tr.is_main and not weights_only)
         if check_config and not weights_only:
             diff = config_diff(ck.state.get("config", {}), tr.run_config)
             if diff:

@@ -40,10 +40,11 @@ from torch import Tensor, nn
 
 from ..config import to_dict
 from ..errors import ConfigError, TrainingError
-from . import dist
+from . import dist, signals
 from .config import OptimConfig, ScheduleConfig, TrainConfig
 from .ema import EMA
 from .evaluate import evaluate_task, to_device
+from .lock import claim_run_dir
 from .runlog import RunLog
 from .method import Callback, Method, Optim, Supervised, updates_of
 from .optim import build_optimizer, lr_factor, param_groups_for, set_lr
@@ -145,6 +146,8 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        # one run per directory (re-entrant in this process); released when the trainer goes away
+        self._run_lock = claim_run_dir(self.out_dir, owner=self) if self.out_dir is not None and self.is_main else None
         self.run_config = to_dict(run_config) if run_config is not None else {"train": to_dict(config)}
         self.method = method if method is not None else Supervised()
         self.callbacks: list[Any] = [_FnCallback(c) if callable(c) and not _is_callback(c) else c
@@ -171,6 +174,7 @@ class Trainer:
         self.step = 0
         self.total_steps = self._total_steps() if all(t.train_data is not None for t in self.tasks) else None
         self.should_stop = False
+        self.stop_signal = 0          # SIGINT / SIGTERM under signals.graceful_stop: stop, checkpoint
         self._perm: dict[int, tuple[int, Tensor]] = {}
         self._records: dict[str, Tensor] = {}
         self.last_eval: dict[str, dict[str, float]] = {}
@@ -366,6 +370,8 @@ class Trainer:
         self.run(self.total_steps if steps is None else steps)
         if self.out_dir is not None and self.state.last_step != self.step:  # same decision on every rank
             self.save_checkpoint()
+        if self.stop_signal:
+            raise signals.interrupted(self)
         final = self.log.final(self._eval_and_log(), time.perf_counter() - t_fit)
         dist.barrier()
         self.hooks("on_fit_end", final)
@@ -398,7 +404,8 @@ class Trainer:
                 if (self.out_dir is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0
                         and self.step != stop):
                     self.save_checkpoint()
-                if self.should_stop:
+                self.stop_signal = signals.stop_requested(self.device)
+                if self.should_stop or self.stop_signal:
                     break
         finally:
             if bar is not None:

@@ -40,15 +40,15 @@ def test_crash_mid_save_keeps_old_checkpoint(tmp_path, monkeypatch):
     assert tr2.step == 8
     # now crash while writing the checkpoint of step 10
     calls = {"n": 0}
-    real = ckmod.save_tensors
+    real = ckmod.atomic_write_bytes
 
-    def flaky(path, tensors, metadata=None):
+    def flaky(path, data):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full (simulated)")
-        return real(path, tensors, metadata)
+        return real(path, data)
 
-    monkeypatch.setattr(ckmod, "save_tensors", flaky)
+    monkeypatch.setattr(ckmod, "atomic_write_bytes", flaky)
     with pytest.raises(OSError):
         tr2.fit(10)
     ck = load_checkpoint(tmp_path)
