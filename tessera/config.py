@@ -75,9 +75,9 @@ class _StrictLoader(yaml.SafeLoader):
 def strict_yaml_load(text: str) -> Any:
     """``yaml.safe_load`` that raises ConfigError for a key repeated within a mapping.
 
-    >>> strict_yaml_load("a: 1\nb: {c: 2}")
+    >>> strict_yaml_load("a: 1\\nb: {c: 2}")
     {'a': 1, 'b': {'c': 2}}
-    >>> strict_yaml_load("train: {steps: 3}\ntrain: {steps: 4}")
+    >>> strict_yaml_load("train: {steps: 3}\\ntrain: {steps: 4}")
     Traceback (most recent call last):
     ...
     tessera.errors.ConfigError: key 'train' appears twice in one section (lines 1 and 2); keep one of them
@@ -207,10 +207,13 @@ def check_bounds(obj: Any) -> None:
             continue
         v = getattr(obj, f.name)
         items = list(enumerate(v)) if isinstance(v, (list, tuple)) else [(None, v)]
+        whole = str(f.type).replace(" ", "") in ("int", "int|None", "Optional[int]")
         for i, item in items:
             if item is None:
                 continue
             problem = _bound_problem(item, meta)
+            if problem is None and whole and not isinstance(item, int):
+                problem = f"expected an integer, got {type(item).__name__} {item!r}"
             if problem:
                 raise FieldError(f.name if i is None else f"{f.name}[{i}]", problem)
 

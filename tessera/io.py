@@ -5,6 +5,7 @@ crash leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,8 @@ __all__ = [
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file; pass a file name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

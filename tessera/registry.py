@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from .errors import TesseraError
+from .errors import ConfigError, TesseraError
 
 T = TypeVar("T")
 
@@ -52,6 +52,24 @@ class Registry(Generic[T]):
             obj = getattr(importlib.import_module(mod), attr)
             self._items[name] = obj
         return obj  # type: ignore[return-value]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """``get(name)(**kwargs)``; an unknown or missing argument is a one-line ConfigError.
+
+        >>> r = Registry[Any]("maker")
+        >>> _ = r.register("pair")(lambda a, b=0: (a, b))
+        >>> r.create("pair", a=1, c=2)
+        Traceback (most recent call last):
+        ...
+        tessera.errors.ConfigError: maker 'pair': <lambda>() got an unexpected keyword argument 'c'; check its arguments
+        """
+        fn = self.get(name)
+        try:
+            return fn(**kwargs)  # type: ignore[operator]
+        except TypeError as e:
+            if "argument" not in str(e):
+                raise
+            raise ConfigError(f"{self.kind} {name!r}: {e}; check its arguments") from None
 
     def help(self, name: str) -> str:
         return self._help.get(name, "")

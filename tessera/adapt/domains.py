@@ -55,6 +55,8 @@ class Domain:
             raise DomainError(f"domain {self.name!r} is empty (0 samples); pass at least one sample or drop the domain")
         if not self.x.is_floating_point():
             raise DomainError(f"domain {self.name!r}: x has dtype {self.x.dtype}; convert it with x.float()")
+        if not bool(torch.isfinite(self.x).all()):
+            raise DomainError(f"domain {self.name!r}: x holds NaN or infinite values; clean the data first")
         if self.y is not None:
             y = self.y
             if not isinstance(y, Tensor) or y.dim() != 1 or y.dtype not in (torch.int64, torch.int32):

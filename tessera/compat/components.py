@@ -28,6 +28,7 @@ from torch import nn
 from ..errors import CheckpointError, ShapeError
 from ..io import atomic_dir, load_json, load_tensors, save_json, save_tensors
 from .bn import batch_stats
+from .validate import check_architecture, check_stored_tensors, validate_manifest
 
 __all__ = ["Interface", "Component", "split_at", "recombine", "feature_shape", "components", "save_component",
            "load_component", "read_manifest", "check_fit", "MANIFEST", "WEIGHTS", "FORMAT"]
@@ -54,9 +55,13 @@ class Interface:
     input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.feature_shape = tuple(None if d is None else int(d) for d in self.feature_shape)
-        if self.input_shape is not None:
-            self.input_shape = tuple(int(d) for d in self.input_shape)
+        try:
+            self.feature_shape = tuple(None if d is None else int(d) for d in self.feature_shape)
+            if self.input_shape is not None:
+                self.input_shape = tuple(int(d) for d in self.input_shape)
+        except (TypeError, ValueError):
+            raise ShapeError(f"Interface: feature_shape and input_shape must be sequences of ints (None: any size "
+                             f"in a head), got {self.feature_shape!r} and {self.input_shape!r}") from None
         if self.classes is not None:
             self.classes = tuple(str(c) for c in self.classes)
 
@@ -262,6 +267,7 @@ def read_manifest(path_dir: str | os.PathLike) -> dict[str, Any]:
                               f"re-export the component with this version (or load it with the version that wrote it)")
     if m.get("kind") not in KINDS:
         raise CheckpointError(f"{path}: kind {m.get('kind')!r} is not one of {KINDS}; the manifest is corrupt")
+    validate_manifest(m, path)
     return m
 
 
@@ -281,13 +287,17 @@ def _rebuild_from_manifest(manifest: dict[str, Any]) -> nn.Module:
 
 def load_component(path_dir: str | os.PathLike, build_fn: Callable[[dict[str, Any]], nn.Module] | None = None,
                    *, kind: str | None = None, expect_shape: Sequence[int | None] | None = None,
-                   map_location: str | torch.device = "cpu") -> Component:
+                   map_location: str | torch.device = "cpu", allow_nonfinite: bool = False,
+                   allow_cast: bool = False) -> Component:
     """Load a component saved by :func:`save_component`; everything is checked before the module changes.
 
     ``build_fn(manifest) -> nn.Module`` builds the empty module (default: rebuild from the manifest's
-    ``architecture`` via :mod:`tessera.compat.models`). ``kind`` / ``expect_shape``: expected kind and feature shape;
-    a mismatch raises ShapeError. Missing, unexpected or mis-shaped tensors raise CheckpointError and
-    leave the built module untouched.
+    ``architecture`` via :mod:`tessera.compat.models`, first on the meta device so that a corrupt size
+    fails before any memory is allocated). ``kind`` / ``expect_shape``: expected kind and feature shape;
+    a mismatch raises ShapeError. A manifest field of the wrong type, tensors that disagree with the
+    manifest, missing, unexpected or mis-shaped tensors raise CheckpointError and leave the built module
+    untouched; so do NaN / infinite weights (unless ``allow_nonfinite``) and weights of another dtype than
+    the module's, e.g. float16 into float32 (unless ``allow_cast``).
     """
     m = read_manifest(path_dir)
     if kind is not None and m["kind"] != kind:
@@ -296,6 +306,9 @@ def load_component(path_dir: str | os.PathLike, build_fn: Callable[[dict[str, An
         prod, acc = (m["feature_shape"], expect_shape) if m["kind"] == "extractor" else (expect_shape, m["feature_shape"])
         check_fit(prod, acc, str(path_dir))
     tensors = load_tensors(Path(path_dir) / WEIGHTS, device=map_location)
+    check_stored_tensors(m, tensors, path_dir, allow_nonfinite)
+    if build_fn is None:
+        check_architecture(lambda: _rebuild_from_manifest(m), tensors, path_dir)
     module = (build_fn or _rebuild_from_manifest)(m)
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
@@ -308,6 +321,12 @@ def load_component(path_dir: str | os.PathLike, build_fn: Callable[[dict[str, An
         k = bad[0]
         raise CheckpointError(f"{path_dir}: tensor {k!r} has shape {tuple(tensors[k].shape)}, the module expects "
                               f"{tuple(own[k].shape)} ({len(bad)} mismatched); build the architecture the manifest records")
+    cast = [k for k in own if own[k].dtype != tensors[k].dtype]
+    if cast and not allow_cast:
+        k = cast[0]
+        raise CheckpointError(f"{path_dir}: tensor {k!r} is stored as {str(tensors[k].dtype).replace('torch.', '')}, "
+                              f"the module's is {str(own[k].dtype).replace('torch.', '')} ({len(cast)} such); loading "
+                              "would change their precision silently (pass allow_cast=True to accept it)")
     if m["kind"] == "extractor" and m.get("input_shape"):
         check_fit(feature_shape(module, m["input_shape"]), m["feature_shape"], f"{path_dir} (rebuilt)")
     module.load_state_dict(tensors, strict=True)

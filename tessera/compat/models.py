@@ -174,5 +174,11 @@ def adapter(cin: int, cout: int) -> nn.Conv2d:
 
 
 def build(name: str, **kwargs: Any) -> nn.Sequential:
-    """Build a registered network by name (``NETS``); unknown names raise a one-line error."""
-    return NETS.get(name)(**kwargs)
+    """Build a registered network by name (``NETS``); unknown names, unknown arguments and sizes that are
+    not positive ints raise a one-line error."""
+    NETS.get(name)
+    for k in ("num_classes", "in_chans", "width", "depth"):
+        v = kwargs.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"build({name!r}): {k} must be a positive int, got {v!r}")
+    return NETS.create(name, **kwargs)

@@ -23,6 +23,25 @@ from ..errors import ShapeError
 
 __all__ = ["mix"]
 
+_checked: list[tuple[int, int, int, int]] = []    # (data_ptr, version, numel, rows) of the last index checked
+
+
+def _check_index(index: Tensor, rows: int) -> None:
+    """Row ids must be integers in [0, rows): one min/max, skipped when the same unchanged index tensor
+    (a precomputed buffer, the usual case) was checked last time."""
+    if index.dtype not in (torch.int64, torch.int32):
+        raise ShapeError(f"mix: index must be int64 (or int32) row ids, got {str(index.dtype).replace('torch.', '')}")
+    if not index.numel():
+        return
+    key = (index.data_ptr(), index._version, index.numel(), rows)
+    if _checked and _checked[0] == key:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(index))
+    if lo < 0 or hi >= rows:
+        raise ShapeError(f"mix: index holds row {lo if lo < 0 else hi}, the bank has rows 0..{rows - 1}; "
+                         "index rows that exist")
+    _checked[:] = [key]
+
 
 def mix(bank: Tensor, coeff: Tensor, index: Tensor | None = None) -> Tensor:
     """Linear combinations of bank rows: ``bank x_1 context`` for many outputs at once.
@@ -41,13 +60,20 @@ def mix(bank: Tensor, coeff: Tensor, index: Tensor | None = None) -> Tensor:
     >>> mix(bank, torch.tensor([[2.0]]), index=torch.tensor([[2]]))
     tensor([[0., 0., 2.]])
     """
+    if not (torch.is_tensor(bank) and torch.is_tensor(coeff) and (index is None or torch.is_tensor(index))):
+        raise ShapeError(f"mix: bank, coeff (and index) must be tensors; got {type(bank).__name__}, "
+                         f"{type(coeff).__name__}" + ("" if index is None else f", {type(index).__name__}"))
     if bank.dim() != 2 or coeff.dim() != 2:
         raise ShapeError(f"mix: bank must be (R, P) and coeff (L, J); got {tuple(bank.shape)} and {tuple(coeff.shape)}")
+    if not bank.is_floating_point():
+        raise ShapeError(f"mix: bank must be floating point, got {str(bank.dtype).replace('torch.', '')}; "
+                         "coefficients would be truncated to integers")
     if index is None:
         if coeff.shape[1] != bank.shape[0]:
             raise ShapeError(f"mix: dense coeff has {coeff.shape[1]} columns but the bank has {bank.shape[0]} rows")
         return coeff.to(bank.dtype) @ bank  # (L, R) @ (R, P) -> (L, P)
     if index.shape != coeff.shape:
         raise ShapeError(f"mix: index {tuple(index.shape)} and coeff {tuple(coeff.shape)} must have the same shape")
+    _check_index(index, bank.shape[0])
     # sum_j coeff[l, j] * bank[index[l, j]] without materializing (L, J, P)
     return F.embedding_bag(index, bank, per_sample_weights=coeff.to(bank.dtype), mode="sum")  # (L, P)

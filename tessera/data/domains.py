@@ -35,6 +35,8 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear (antialiased when shrinking) resize of (N, C, H, W) to (N, C, size, size), clipped to [0, 1]."""
     if x.dim() != 4:
         raise DataError(f"resize: expected images (N, C, H, W), got shape {tuple(x.shape)}; add a channel dim")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"resize: size must be a positive int, got {size!r}")
     if x.shape[-2:] == (size, size):
         return x.clone()
     shrink = size < max(x.shape[-2:])

@@ -21,7 +21,12 @@ def split_indices(n: int, fractions: Sequence[float], seed: int = 0, *, labels: 
     >>> len(a), len(b), sorted(a.tolist() + b.tolist()) == list(range(10))
     (7, 3, True)
     """
-    fr = [float(f) for f in fractions]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataError(f"split_indices: n must be an int >= 0, got {n!r}")
+    try:
+        fr = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise DataError(f"split fractions must be a list of numbers, e.g. [0.8, 0.2]; got {fractions!r}") from None
     if not fr or min(fr) < 0 or sum(fr) > 1 + 1e-9:
         raise DataError(f"split fractions {fr} must be >= 0 and sum to at most 1; e.g. [0.8, 0.2]")
     g = torch.Generator().manual_seed(int(seed))

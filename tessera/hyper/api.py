@@ -181,6 +181,9 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
     models = [models] if isinstance(models, nn.Module) else list(models)
     if not models:
         raise ConfigError("reparameterize needs at least one model")
+    bad = [type(m).__name__ for m in models if not isinstance(m, nn.Module)]
+    if bad:
+        raise ConfigError(f"reparameterize takes nn.Module models, got {bad[0]}; pass the models themselves")
     pats = _per_model(target_modules, len(models))
     found = [select_targets(m, p, i) for i, (m, p) in enumerate(zip(models, pats))]
     where = {(str(getattr(mod, pn).device), getattr(mod, pn).dtype) for f in found for _, mod, pn in f}

@@ -236,6 +236,9 @@ class MixtureNet(WeightGenerator):
             lg = init_logits(self.depth, self.num_templates, self.init, std=self.init_std,
                              seed=self.seed + len(self.mixture))
         self.mixture[name] = nn.Parameter(lg.to(dev, dt), requires_grad=not frozen)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ConfigError(f"task {name!r}: num_classes must be a positive int (or None: no head), got {num_classes!r}")
         if num_classes is None:
             head: nn.Module = nn.Identity()
         else:

@@ -34,8 +34,12 @@ def isometric_body(input_adapter: nn.Module, blocks: Iterable[nn.Module], x: tor
 
     ``block_input``: ``"none"`` (h <- blk(h)), ``"add"`` (h <- blk(h + z0)) or ``"concat"`` (the block
     also receives the adapter output z0: h <- blk(h, z0); Table 6). The one implementation used by
-    IsometricNet, MixtureNet and a collapsed MixtureNet.
+    IsometricNet, MixtureNet and a collapsed MixtureNet. When the input adapter is a patch conv
+    (``input_adapter.conv`` with kernel = stride), ``x`` is checked to fit it (:func:`check_patch_input`).
     """
+    conv = getattr(input_adapter, "conv", None)
+    if isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride:
+        check_patch_input(x, conv.in_channels, conv.stride[0])
     z0 = input_adapter(x)                                   # (N, in, H, W) -> (N, C, H/p, W/p)
     if channels_last and z0.dim() == 4:
         z0 = z0.contiguous(memory_format=torch.channels_last)  # NHWC strides, same shape
@@ -50,6 +54,22 @@ def isometric_body(input_adapter: nn.Module, blocks: Iterable[nn.Module], x: tor
         for blk in blocks:
             h = blk(h)                                      # (N, C, H', W') -> (N, C, H', W')
     return h
+
+
+def check_patch_input(x: torch.Tensor, in_chans: int, patch: int) -> None:
+    """ShapeError unless ``x`` is ``(N, in_chans, H, W)`` with H and W multiples of ``patch`` (a patch
+    conv would silently drop the remainder rows and columns)."""
+    if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != in_chans:
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ShapeError(f"expected input (N, {in_chans}, H, W), got {got}; "
+                         f"build the model with in_chans={x.shape[1] if torch.is_tensor(x) and x.dim() == 4 else '?'}")
+    if not x.is_floating_point():
+        raise ShapeError(f"expected a floating-point image tensor, got {str(x.dtype).replace('torch.', '')}; "
+                         "convert it with x.float() (and scale to [0, 1])")
+    h, w = x.shape[-2:]
+    if h < patch or w < patch or h % patch or w % patch:
+        raise ShapeError(f"input size {h}x{w} is not a multiple of patch={patch}; "
+                         f"pad or crop the images, or choose another patch")
 
 
 class GlobalAvgPool(nn.Module):
@@ -96,7 +116,8 @@ class IsometricNet(nn.Module):
                         ("depth", depth), ("patch", patch)):
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive int, got {v!r}")
-        if len(head_channels) != 2 or min(head_channels) < 1:
+        if (not isinstance(head_channels, (tuple, list)) or len(head_channels) != 2
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in head_channels)):
             raise ConfigError(f"head_channels must be (c1, c2) positive ints, got {head_channels!r}")
         if block_input_mode not in BLOCK_INPUT_MODES:
             raise ConfigError(f"unknown block_input_mode {block_input_mode!r}; choose one of: "
@@ -143,18 +164,8 @@ class IsometricNet(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ShapeError(f"expected input (N, {self.in_chans}, H, W), got {tuple(x.shape)}; "
-                             f"build the model with in_chans={x.shape[1] if x.dim() == 4 else '?'}")
-        h, w = x.shape[-2:]
-        if h < self.patch or w < self.patch or h % self.patch or w % self.patch:
-            raise ShapeError(f"input size {h}x{w} is not a multiple of patch={self.patch}; "
-                             f"pad or crop the images, or choose another patch")
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) -> (N, C, H/patch, W/patch), the body's output."""
-        self._check_input(x)
+        """(N, in_chans, H, W) -> (N, C, H/patch, W/patch), the body's output (input checked by the body)."""
         return isometric_body(self.input_adapter, self.blocks, x, self.block_input_mode, self.channels_last)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,8 +179,8 @@ class IsometricNet(nn.Module):
 
 def _channels(width_mult: float) -> int:
     """Tensor width for depth multiplier % (paper: 40% channels, rounded to a multiple of 8)."""
-    if width_mult <= 0:
-        raise ConfigError(f"width_mult must be > 0, got {width_mult}")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0 < width_mult <= 1e4:
+        raise ConfigError(f"width_mult must be a number in (0, 1e4], got {width_mult!r}")
     return make_divisible(40 * width_mult, 8)
 
 
@@ -192,9 +203,10 @@ def isometric_large(num_classes: int = 10, width_mult: float = 1.0, depth: int =
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model: ``create_model("isometric_small", num_classes=10, depth=8)``.
 
-    Unknown names raise :class:`~tessera.errors.TesseraError` listing the choices.
+    Unknown names raise :class:`~tessera.errors.TesseraError` listing the choices; unknown or missing
+    arguments a :class:`~tessera.errors.ConfigError`.
     """
-    return MODELS.get(name)(**kwargs)
+    return MODELS.create(name, **kwargs)
 
 
 # Paper 002, Table 7: approximate parameter counts per component (logits: per class C).

@@ -176,7 +176,6 @@ def train_main(config_path: str | Path | None, out: str | Path, steps: int | Non
             if resume:
                 trainer.load_checkpoint()
             _check_steps(steps, trainer)
-            check_tasks(trainer.model, trainer.tasks, trainer.device)
             if trainer.is_main:
                 save_json(out / "config.json", to_dict(cfg))
             final = trainer.fit(steps)

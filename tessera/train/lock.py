@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["RunLock", "LOCK_NAME", "claim_run_dir", "remove_stale_temps"]
 
 LOCK_NAME = ".lock"
-_HELD: dict[str, list[Any]] = {}      # real path of the lock file -> [fd, depth] for this process
+_HELD: dict[tuple[int, int], list[Any]] = {}   # (device, inode) of a lock file -> [fd, depth] in this process
 
 
 def _owner_text() -> str:
@@ -73,7 +73,7 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike):
         self.dir = Path(run_dir)
         self.path = self.dir / LOCK_NAME
-        self._key: str | None = None
+        self._key: tuple[int, int] | None = None
 
     def acquire(self) -> "RunLock":
         if self._key is not None:
@@ -82,15 +82,17 @@ class RunLock:
             raise CheckpointError(f"run directory {self.dir} is a file; pass a folder to --out")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            key = str(self.path.resolve())
-            if key in _HELD:
-                _HELD[key][1] += 1
-                self._key = key
-                return self
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise CheckpointError(f"cannot use run directory {self.dir} ({e.strerror}); choose a --out folder you "
                                   "can write to") from None
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)    # the file itself: a folder deleted and made again is a new lock
+        if key in _HELD:
+            os.close(fd)                # another descriptor's close does not drop this process's flock
+            _HELD[key][1] += 1
+            self._key = key
+            return self
         if not self._lock_fd(fd):
             os.close(fd)
             raise CheckpointError(f"run directory {self.dir} is in use by {_describe(self.path)}; wait for that "

@@ -42,13 +42,14 @@ def _check_labels(task: Task, y: torch.Tensor, out: torch.Tensor) -> None:
     loss = task.loss if isinstance(task.loss, str) else None
     names = [m.name for m in task.metric_objs]
     classes = out.shape[-1] if out.dim() >= 2 else 1
-    if loss in _CLASS_LOSSES or any(n in _CLASS_METRICS for n in names):
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise ConfigError(f"task {task.name!r}: {loss or names[0]} needs integer class labels, the data has "
-                              f"{str(y.dtype).replace('torch.', '')} labels; use loss: mse (or bce) for real-valued targets")
-        if len(y) and int(y.min()) < 0:
+    integer = not (y.is_floating_point() or y.dtype == torch.bool or y.is_complex())
+    if loss in _CLASS_LOSSES and not integer:
+        raise ConfigError(f"task {task.name!r}: loss {loss} needs integer class labels, the data has "
+                          f"{str(y.dtype).replace('torch.', '')} labels; use loss: mse (or bce) for real-valued targets")
+    if integer and len(y) and (loss in _CLASS_LOSSES or any(n in _CLASS_METRICS for n in names)):
+        if int(y.min()) < 0:
             raise ConfigError(f"task {task.name!r}: labels include {int(y.min())}; class labels must be 0..C-1")
-        if len(y) and int(y.max()) >= classes:
+        if int(y.max()) >= classes:
             raise ConfigError(f"task {task.name!r}: labels go up to {int(y.max())} but the model has {classes} "
                               f"outputs; set num_classes to at least {int(y.max()) + 1} (or leave it out to infer it)")
     if "auc" in names:
@@ -69,7 +70,7 @@ def check_tasks(model: nn.Module, tasks: Sequence[Task], device: torch.device | 
             if data is not None and len(data) == 0:
                 raise ConfigError(f"task {task.name!r}: the {split} data is empty; check the dataset and limit_* keys")
         data = task.train_data if task.train_data is not None else task.eval_data
-        if data is None:
+        if data is None or hasattr(task.forward, "state_dict"):   # a stateful forward must not run here
             continue
         x, y = data[torch.arange(min(2, len(data)))]
         x, y = _to(x, dev), _to(y, dev)

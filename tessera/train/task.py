@@ -69,7 +69,7 @@ def as_data(d: Any) -> Indexable | None:
         return TensorData(*d)
     if isinstance(d, Tensor):
         return TensorData(d, None)
-    if hasattr(d, "__len__") and hasattr(d, "__getitem__"):
+    if hasattr(d, "__len__") and hasattr(d, "__getitem__") and not isinstance(d, (list, tuple, str, bytes, dict)):
         return d
     raise ConfigError(f"task data must be an (x, y) tuple of tensors or an indexable dataset, got {type(d).__name__}")
 
@@ -226,6 +226,9 @@ class Task:
             raise ConfigError(f"task {self.name!r}: order={self.order!r}; use 'shuffle' or 'sequential'")
         self.train_data = as_data(self.train)
         self.eval_data = as_data(self.eval)
+        for split, d in (("training", self.train_data), ("evaluation", self.eval_data)):
+            if d is not None and len(d) == 0:
+                raise ConfigError(f"task {self.name!r}: the {split} data is empty; pass at least one sample")
         self.loss_fn = get_loss(self.loss)
         self.metric_objs = [get_metric(m) for m in self.metrics if m != "loss"]
 

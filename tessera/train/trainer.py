@@ -45,6 +45,7 @@ from .config import OptimConfig, ScheduleConfig, TrainConfig
 from .ema import EMA
 from .evaluate import evaluate_task, to_device
 from .lock import claim_run_dir
+from .preflight import check_tasks
 from .runlog import RunLog
 from .method import Callback, Method, Optim, Supervised, updates_of
 from .optim import build_optimizer, lr_factor, param_groups_for, set_lr
@@ -367,6 +368,8 @@ class Trainer:
         t_fit = time.perf_counter()
         if resume and self.out_dir is not None and self.state.exists():
             self.load_checkpoint()
+        if type(self.method) is Supervised:  # labels / outputs / loss / metrics fit: one line, not a traceback
+            check_tasks(self.model, self.tasks, self.device)
         self.run(self.total_steps if steps is None else steps)
         if self.out_dir is not None and self.state.last_step != self.step:  # same decision on every rank
             self.save_checkpoint()
