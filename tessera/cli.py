@@ -30,12 +30,15 @@ from .errors import ConfigError, TesseraError, TesseraWarning
 __all__ = ["main", "build_parser"]
 
 
+class _UsageError(Exception):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line error format (usage is one ``--help`` away)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"tessera: error: {message}; see `{self.prog} --help`", file=sys.stderr)
-        raise SystemExit(2)
+        raise _UsageError(f"tessera: error: {message}; see `{self.prog} --help`")
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -91,7 +94,7 @@ def _data_root(args: argparse.Namespace) -> Path | None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    run_demo(Path(args.out))
+    run_demo(_output_dir(args.out))
     return 0
 
 
@@ -238,7 +241,11 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         if args.command == "data":
             parser.parse_args(["data", "--help"])

@@ -86,6 +86,7 @@ class TrainerState:
                 "config": tr.run_config, "optimizers": optim_meta, "rng": rng_meta, "extra": extra_meta,
                 "ema_updates": tr.ema.num_updates if tr.ema is not None else None,
                 "train_seconds": tr.log.train_seconds, "train_samples": tr.log.train_samples,
+                "log_window": tr.log._win,    # values since the last metrics line: a resumed line averages the same
                 "versions": {"tessera": __version__, "torch": torch.__version__},
             }
             save_checkpoint(path, state=state, model=sd, ema=tr.ema.state_tensors() if tr.ema is not None else None,
@@ -141,6 +142,7 @@ class TrainerState:
         tr.log.ready = False
         tr.log.train_seconds = float(ck.state.get("train_seconds", 0.0))
         tr.log.train_samples = int(ck.state.get("train_samples", 0))
+        tr.log._win = {k: [float(v) for v in vs] for k, vs in (ck.state.get("log_window") or {}).items()}
         return ck.step
 
     def _load_optimizers(self, ck: Any) -> None:
