@@ -8,8 +8,13 @@ A run file has four sections::
     data_root: null
 
 Run length: ``train.steps`` (or ``train.epochs``) is the length of the LR schedule. The CLI's
-``--steps N`` only says where to stop ("train until global step N"); it never changes the schedule,
-so a run stopped at step 15 and resumed to 30 follows exactly the same LR curve as a run of 30.
+``--steps N`` only says where to stop ("train until global step N", at most the schedule's end); it
+never changes the schedule, so a run stopped at step 15 and resumed to 30 follows exactly the same LR
+curve as a run of 30. To train longer, lengthen the schedule (``--set train.steps=N``).
+
+Every field is checked when the config is built: types, ranges (``ge`` / ``gt`` / ``le`` / ``lt`` in
+the field's metadata, see :func:`tessera.config.check_bounds`), finite numbers, known losses, metrics
+and device names, ``threads`` at most 4 per CPU core; a wrong value raises one line naming the key.
 """
 from __future__ import annotations
 
