@@ -7,7 +7,8 @@ import pytest
 from tessera.hyper.demo import demo
 
 
-@pytest.mark.parametrize("name", ["config", "decompose", "hypermodules", "search", "accounting", "api"])
+@pytest.mark.parametrize("name", ["config", "decompose", "hypermodules", "search", "accounting", "api", "views",
+                                  "targets"])
 def test_docstring_examples_run(name):
     mod = importlib.import_module(f"tessera.hyper.{name}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

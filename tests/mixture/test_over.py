@@ -1,5 +1,7 @@
 """Mixtures over a user's own model; blocks validated when the bank is built; extra forward arguments."""
 import copy
+import doctest
+import importlib
 
 import pytest
 import torch
@@ -8,6 +10,13 @@ from torch import nn
 from tessera.errors import ConfigError, ShapeError
 from tessera.mixture import MixtureNet, ModelMixture, collapse, one_hot_logits
 from tessera.mixture.templates import flatten
+
+
+@pytest.mark.parametrize("name", ["tessera.mixture.over", "tessera.mixture.templates", "tessera.mixture.collapse",
+                                  "tessera.patterns", "tessera.compat.components"])
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
 
 
 def _err(exc, fn, match):
