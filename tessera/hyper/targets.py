@@ -234,11 +234,14 @@ def find_targets(model: nn.Module, *, block: tuple[int, int], target_modules: An
     if not targets:
         what = "the default targets (all but the first/last layer)" if pats is None else \
             f"target_modules {[p.text for p in pats]}"
-        skipped = [f"{r.name}: {r.reason}" for r in report.rows if r.model == model_index and r.status == "skipped"][:3]
-        raise ConfigError(f"{where}: {what} leave no weight to generate"
-                          + (f" (skipped {'; '.join(skipped)})" if skipped else "")
-                          + f"; use a smaller block than {block[0]}x{block[1]} or name layers with a weight matrix "
-                            f"in target_modules (layers: {layers[:8]})")
+        mine = [r for r in report.rows if r.model == model_index and r.status == "skipped"]
+        skipped = "; ".join(f"{r.name}: {r.reason}" for r in mine[:3])
+        untried = [n for n in layers if n not in fate and views_of(mods[n])]   # layers not rejected above
+        fix = [f"a smaller block than {block[0]}x{block[1]}"] if any("block" in r.reason for r in mine) else []
+        fix += [f"other layers in target_modules: {untried[:8]}"] if untried else []
+        raise ConfigError(f"{where}: {what} leave no weight to generate" + (f" (skipped {skipped})" if skipped else "")
+                          + (f"; use {' or '.join(fix)}" if fix else "; name the layers to generate in target_modules "
+                             "(the first and last layer are adapters by default) or register_view() their kind"))
     return targets, report
 
 

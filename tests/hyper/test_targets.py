@@ -158,7 +158,12 @@ def test_separate_qkv_projections_and_weight_norm():
                                                                                ("2.weight", "targeted")]
     assert "parametrization" in rep.rows[1].reason and "remove_parametrizations" in rep.rows[1].reason
     msg = _err(ConfigError, lambda: find_targets(net, block=(4, 4), target_modules="1"), "leave no weight")
-    assert "weight_norm" in msg and "target_modules naming" not in msg
+    assert "weight_norm" in msg and msg.endswith("use other layers in target_modules: ['0', '2', '3']")  # not '1'
+    old = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2))
+    with pytest.warns(FutureWarning):
+        nn.utils.weight_norm(old[1])
+    msg = _err(ConfigError, lambda: find_targets(old, block=(4, 4)), r"skipped 1.weight: .*\(weight_g, weight_v\)")
+    assert msg.endswith("(the first and last layer are adapters by default) or register_view() their kind")
     _err(ShapeError, lambda: find_targets(net, block=(4, 4), strict=True), "1.weight .*parametrization")
 
 
