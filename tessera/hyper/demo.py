@@ -78,7 +78,7 @@ def _demo(out_dir: str | Path | None, tasks: int, groups: int, dim: int, generat
     stl, net = TaskHeads(tasks, dim), TaskHeads(tasks, dim)
     muir = reparameterize(net, block=(dim, 1), context=1, lam=4, p=0.5, lr_scores=lr_scores,
                           target_modules="proj", seed=seed, n_init=0, n_iter=steps, n_generations=generations,
-                          n_final=final_steps)
+                          n_final=final_steps, verbose=False)
 
     def rmse(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> float:
         with torch.no_grad():
