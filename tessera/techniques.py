@@ -90,6 +90,10 @@ register_technique(
     demo="tessera.hyper.demo:demo")
 
 register_technique(
+    "own-models", title="bring your own model: a CNN and a transformer share one hypermodule bank (paper 003)",
+    package="tessera.hyper", demo="tessera.hyper.demo:own_models")
+
+register_technique(
     "compat", title="compatible components (paper 004)", package="tessera.compat",
     experiments={
         "compat-recombination": (_X + "compat_recombination:run",

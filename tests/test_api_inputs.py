@@ -187,7 +187,7 @@ def test_data_helpers_check_arguments():
 
 def test_reparameterize_takes_modules():
     from tessera.hyper import reparameterize
-    with pytest.raises(ConfigError, match="takes nn.Module models, got str"):
+    with pytest.raises(ConfigError, match=r"models\[0\] is a str, not an nn.Module"):
         reparameterize(["x"], block=(2, 2), context=1)
 
 

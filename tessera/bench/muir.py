@@ -53,7 +53,7 @@ def step_fns(tasks: Sequence[Any], cfg: MuirConfig) -> dict[str, Callable[[], No
         plain = [t.model() for t in group]
         fns[f"{key}/plain"] = _step(plain, group, _adam([p for m in plain for p in m.parameters()]))
         for mode in ("merge", "fixed"):
-            muir = reparameterize([copy.deepcopy(m) for m in plain], config=cfg)
+            muir = reparameterize([copy.deepcopy(m) for m in plain], config=cfg, verbose=False)
             opt = _adam(muir.param_groups(lr=1e-3))
             if mode == "merge":
                 muir.begin_generation(opt)        # p = 1: every location soft-merges lambda + 1 candidates

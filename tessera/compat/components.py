@@ -146,16 +146,24 @@ def _split(model: nn.Module, name: str, example: torch.Tensor | None, inner: boo
     return ext, head
 
 
-def components(net: nn.Module, split: str, input_shape: Sequence[int], classes: Sequence[str],
-               architecture: dict[str, Any] | None = None) -> tuple[Component, Component]:
+def components(net: nn.Module, split: str, input_shape: Sequence[int] | None, classes: Sequence[str],
+               architecture: dict[str, Any] | None = None, example: torch.Tensor | None = None
+               ) -> tuple[Component, Component]:
     """Split ``net`` at ``split`` into an extractor and a head :class:`Component` with their interfaces.
+
+    ``example`` (one input batch) lets :func:`split_at` trace a net that is not an ``nn.Sequential`` and
+    gives the input shape when ``input_shape`` is None.
 
     >>> from tessera.compat.models import build
     >>> e, h = components(build("resnet", width=4), "stage2", (1, 16, 16), [str(i) for i in range(10)])
     >>> e.interface.feature_shape, h.interface.classes[:2]
     ((16, 4, 4), ('0', '1'))
     """
-    ext, head = split_at(net, split)
+    if input_shape is None:
+        if example is None:
+            raise ShapeError("components needs input_shape or example=<one input batch>; pass one of them")
+        input_shape = tuple(example.shape[1:])
+    ext, head = split_at(net, split, example)
     shape = feature_shape(ext, input_shape)
     arch = dict(architecture or {})
     return (Component(ext, "extractor", Interface(shape, None, arch, tuple(input_shape))),

@@ -24,7 +24,8 @@ class Slot:
     """Where one generated tensor goes: ``module.<name>`` with ``shape``.
 
     Exactly one of ``offset`` (take ``source[offset : offset + numel]``, a view) and ``index``
-    (take ``source[index]``, a gather) is set.
+    (take ``source[index]``, a gather) is set. ``aliases``: other ``(module, name)`` places that hold
+    the same tensor (tied weights); they are bound to the very same generated tensor.
     """
 
     module: nn.Module
@@ -32,6 +33,7 @@ class Slot:
     shape: torch.Size
     offset: int | None = None
     index: Tensor | None = None
+    aliases: tuple[tuple[nn.Module, str], ...] = ()
 
     @property
     def numel(self) -> int:
@@ -133,9 +135,14 @@ class WeightWriter:
     def write(self, source: Tensor) -> None:
         for s, t in zip(self.slots, self.tensors(source)):
             bind(s.module, s.name, t)
+            for m, n in s.aliases:
+                bind(m, n, t)
 
     def detach(self) -> None:
         for s in self.slots:
             t = getattr(s.module, s.name, None)
             if isinstance(t, Tensor) and t.grad_fn is not None:
-                bind(s.module, s.name, t.detach())
+                t = t.detach()
+                bind(s.module, s.name, t)
+                for m, n in s.aliases:
+                    bind(m, n, t)

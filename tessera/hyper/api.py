@@ -4,6 +4,8 @@
 >>> nets = [nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
 ...         for _ in range(2)]
 >>> muir = reparameterize(nets, block=(8, 8), context=2, lam=1)   # middle Linear of each net: 2x2 blocks
+MUiR model 0: 1 weight(s) targeted = 4 locations of 8x8; 2 kept as adapters
+MUiR model 1: 1 weight(s) targeted = 4 locations of 8x8; 2 kept as adapters
 >>> muir.num_locations, muir.num_modules                          # pessimistic init: K = L
 (8, 8)
 >>> y = muir[0](torch.randn(3, 8))                                # task 0 is a normal nn.Module
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 from typing import Any, Callable, Sequence
 
@@ -29,13 +32,11 @@ from ..core import GeneratedModel, take_parameter
 from ..errors import ConfigError
 from . import accounting
 from .config import MuirConfig
-from .decompose import gates_of, plan_weight, select_targets
 from .hypermodules import HyperGenerator, HypermoduleBank, context_magnitude
 from .search import AlignmentSearch
+from .targets import TargetReport, check_models, find_targets
 
 __all__ = ["reparameterize", "MuirModels", "export", "fit"]
-
-Patterns = str | Sequence[str] | None
 
 
 class MuirModels(nn.Module):
@@ -49,6 +50,9 @@ class MuirModels(nn.Module):
     rank takes the same decisions. With the alignment fixed (n_init / n_final phases) the scores get
     no gradient: wrap with ``DDP(muir, find_unused_parameters=True)`` when training those phases.
     """
+
+    report: TargetReport | None = None
+    """What :func:`reparameterize` targeted, skipped and why (``print(muir.report)``)."""
 
     def __init__(self, tasks: Sequence[GeneratedModel], bank: HypermoduleBank, config: MuirConfig,
                  search: AlignmentSearch, targets: Sequence[Sequence[str]]):
@@ -148,64 +152,81 @@ class MuirModels(nn.Module):
         return int(mask.sum())
 
 
-def _per_model(target_modules: Any, n: int) -> list[Patterns]:
-    if target_modules is None or isinstance(target_modules, str):
-        return [target_modules] * n
-    tm = list(target_modules)
-    if tm and all(x is None or not isinstance(x, str) for x in tm):
-        if len(tm) != n:
-            raise ConfigError(f"target_modules has {len(tm)} per-model entries for {n} models; give one per model")
-        return tm
-    return [tm] * n
+def _per_model(patterns: Any, n: int, what: str) -> list[Any]:
+    """One pattern spec per model: the same for all, or a list with one entry (None or list) per model."""
+    if isinstance(patterns, (list, tuple)) and patterns and all(x is None or isinstance(x, (list, tuple))
+                                                               for x in patterns):
+        if len(patterns) != n:
+            raise ConfigError(f"{what} has {len(patterns)} per-model entries for {n} models; give one per model")
+        return list(patterns)
+    return [patterns] * n
+
+
+def _config(config: MuirConfig | None, overrides: dict[str, Any]) -> MuirConfig:
+    fields = [f.name for f in dataclasses.fields(MuirConfig)]
+    for key in overrides:
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields + ["target_modules", "exclude_modules", "strict"], 1)
+            raise ConfigError(f"reparameterize got an unknown keyword {key!r}"
+                              + (f"; did you mean {near[0]!r}?" if near else f"; MuirConfig fields are {fields}"))
+    return dataclasses.replace(config or MuirConfig(),
+                               **{k: v for k, v in overrides.items() if v is not None}).validate()
 
 
 def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int, int] | None = None,
-                   context: int | None = None, target_modules: Any = None, config: MuirConfig | None = None,
+                   context: int | None = None, target_modules: Any = None, exclude_modules: Any = None,
+                   strict: bool = False, verbose: bool = True, config: MuirConfig | None = None,
                    init: str = "he", groups: Sequence[int] | None = None, **overrides: Any) -> MuirModels:
     """Generate the target weights of ``models`` (modified in place) from shared hypermodules.
 
     Args:
         models: one nn.Module per task (deep-copy them first to keep the originals).
         block, context, **overrides: override fields of ``config`` (default :class:`MuirConfig`).
-        target_modules: fnmatch patterns on module names, for all models or one entry per model;
-            ``None``: every Linear/Conv1d/Conv2d/LSTM weight except each model's first and last layer.
+        target_modules: module names, globs or ``"re:<regex>"`` (:mod:`tessera.patterns`), for all models
+            or one entry per model; ``None``: every layer of a default kind (:mod:`.views`: Linear, Conv,
+            ConvTranspose, LSTM/GRU/RNN, MultiheadAttention, HF Conv1D) except each model's first and last layer.
+        exclude_modules: patterns of modules to leave alone (same forms).
+        strict: refuse (ShapeError) weights that cannot be cut into blocks instead of skipping them.
+        verbose: print the targeting summary (:meth:`TargetReport.summary`) once; ``muir.report`` keeps it.
         init: ``"he"`` (Eq. 7: H ~ N(0, 2/m), constant z with He variance of each layer) or ``"copy"``
             (location l's hypermodule fibre 0 = the current block, z_l = e_0: outputs unchanged).
         groups: per-model universe id; locations only share hypermodules within a universe.
+
+    A Parameter reached from several modules (tied weights) is generated once; all its users see it.
     """
-    cfg = dataclasses.replace(config or MuirConfig(), **{k: v for k, v in
-                                                        dict(block=block, context=context, **overrides).items()
-                                                        if v is not None}).validate()
+    cfg = _config(config, dict(block=block, context=context, **overrides))
     if init not in ("he", "copy"):
         raise ConfigError(f"init must be 'he' or 'copy', got {init!r}")
-    models = [models] if isinstance(models, nn.Module) else list(models)
-    if not models:
-        raise ConfigError("reparameterize needs at least one model")
-    bad = [type(m).__name__ for m in models if not isinstance(m, nn.Module)]
-    if bad:
-        raise ConfigError(f"reparameterize takes nn.Module models, got {bad[0]}; pass the models themselves")
-    pats = _per_model(target_modules, len(models))
-    found = [select_targets(m, p, i) for i, (m, p) in enumerate(zip(models, pats))]
-    where = {(str(getattr(mod, pn).device), getattr(mod, pn).dtype) for f in found for _, mod, pn in f}
+    models = check_models(models)
+    pats = _per_model(target_modules, len(models), "target_modules")
+    excl = _per_model(exclude_modules, len(models), "exclude_modules")
+    report = TargetReport(cfg.block)
+    found = [find_targets(m, block=cfg.block, target_modules=p, exclude_modules=e, strict=strict, model_index=i,
+                          report=report)[0] for i, (m, p, e) in enumerate(zip(models, pats, excl))]
+    if verbose:
+        print(report.summary(), flush=True)
+    where = {(str(t.module._parameters[t.attr].device), t.module._parameters[t.attr].dtype) for f in found for t in f}
     if len(where) > 1:
         raise ConfigError(f"target weights are on different devices/dtypes {sorted(map(str, where))}; "
                           f"move every model to one device and dtype (model.to(device, dtype)) first")
     device, dtype = next(iter(where))
-    plans = [[plan_weight(getattr(mod, pn).shape, gates_of(mod, pn), cfg.block, f"model {i} {name or 'root'}.{pn}")
-              for name, mod, pn in f] for i, f in enumerate(found)]
-    counts = [sum(p.count for p in ps) for ps in plans]
+    counts = [sum(t.plan.count for t in f) for f in found]
     bank = HypermoduleBank(sum(counts), cfg.context, cfg.block, device=device, dtype=dtype)
     tasks, offset = [], 0
-    for i, (model, f, ps) in enumerate(zip(models, found, plans)):
-        originals = [take_parameter(mod, pn) for _, mod, pn in f]
-        layout = torch.cat([torch.cat([torch.tensor([i, j]).expand(p.count, 2), p.table], 1)
-                            for j, p in enumerate(ps)])                                   # (L_t, 2 + 4)
-        z = torch.cat([torch.full((p.count, cfg.context),
-                                  context_magnitude(math.prod(p.shape[1:]), cfg.block, cfg.context, cfg.z_rule))
-                       for p in ps])                                                       # (L_t, c)
-        gen = HyperGenerator(bank, [(mod, pn, p) for (_, mod, pn), p in zip(f, ps)], layout, offset, cfg.lam, z)
+    for i, (model, f) in enumerate(zip(models, found)):
+        originals = [take_parameter(t.module, t.attr) for t in f]
+        for t in f:
+            for _, mod, attr in t.aliases:
+                take_parameter(mod, attr)
+        layout = torch.cat([torch.cat([torch.tensor([i, j]).expand(t.plan.count, 2), t.plan.table], 1)
+                            for j, t in enumerate(f)])                                    # (L_t, 2 + 4)
+        z = torch.cat([torch.full((t.plan.count, cfg.context),
+                                  context_magnitude(t.fan_in, cfg.block, cfg.context, cfg.z_rule))
+                       for t in f])                                                        # (L_t, c)
+        gen = HyperGenerator(bank, [(t.module, t.attr, t.plan) for t in f], layout, offset, cfg.lam, z,
+                             aliases=[[(m, a) for _, m, a in t.aliases] for t in f])
         if init == "copy":
-            gen.load_blocks(gen.decompose_weights(originals, ps))
+            gen.load_blocks(gen.decompose_weights(originals, [t.plan for t in f]))
         tasks.append(GeneratedModel(model, gen))
         offset += counts[i]
     loc_groups = None
@@ -215,28 +236,32 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
         loc_groups = torch.cat([torch.full((c,), int(g)) for c, g in zip(counts, groups)])
     search = AlignmentSearch(offset, lam=cfg.lam, p=cfg.p, eps=cfg.eps, selection=cfg.selection,
                              groups=loc_groups, seed=cfg.seed)
-    targets = [[f"{name}.{pn}" if name else pn for name, _, pn in fm] for fm in found]
-    return MuirModels(tasks, bank, cfg, search, targets)
+    muir = MuirModels(tasks, bank, cfg, search, [[t.name for t in f] for f in found])
+    muir.report = report
+    return muir
 
 
 @torch.no_grad()
 def export(muir: MuirModels) -> list[nn.Module]:
     """Plain deep copies of the task models with the generated weights as ordinary Parameters.
 
-    The exported weights are the generated ones bit for bit, so outputs are identical.
+    The exported weights are the generated ones bit for bit, so outputs are identical; a tied weight is one
+    Parameter in every module that shares it, so the export loads into the original (``load_state_dict``).
     """
     out = []
     for task in muir.tasks:
         gen: HyperGenerator = task.generator  # type: ignore[assignment]
-        names = {id(m): n for n, m in task.model.named_modules()}
+        names = {id(m): n for n, m in task.model.named_modules(remove_duplicate=False)}
         values = gen.materialize()
         model = copy.deepcopy(task.model)
         for slot, value in zip(gen.writer.slots, values):
-            mod = model.get_submodule(names[id(slot.module)])
-            mod.__dict__.pop(slot.name, None)
-            mod.register_parameter(slot.name, nn.Parameter(value, requires_grad=True))
-            if isinstance(mod, nn.RNNBase):
-                mod._init_flat_weights()
+            param = nn.Parameter(value, requires_grad=True)
+            for module, attr in ((slot.module, slot.name), *slot.aliases):
+                mod = model.get_submodule(names[id(module)])
+                mod.__dict__.pop(attr, None)
+                mod.register_parameter(attr, param)
+                if isinstance(mod, nn.RNNBase):
+                    mod._init_flat_weights()
         out.append(model)
     return out
 

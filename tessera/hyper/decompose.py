@@ -3,6 +3,7 @@
 Every target weight is viewed as a stack of matrices, each mapping ``in`` input units to ``out`` output
 units: a Linear weight ``(out, in)`` is one matrix; a Conv1d/Conv2d weight ``(out, in, *k)`` is one matrix
 per kernel position; an LSTM/GRU/RNN ``weight_ih_l*`` / ``weight_hh_l*`` is one matrix per gate (4, 3, 1).
+Which module weights are seen this way, and how, is the registry in :mod:`.views`.
 Each matrix is cut into blocks ``B`` of ``m`` inputs x ``n`` outputs: the block at input-block ``i`` and
 output-block ``j`` holds ``B[a, b] = W[j*n + b, i*m + a]``.
 
@@ -24,28 +25,18 @@ True
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ShapeError
 
-__all__ = ["WeightPlan", "plan_weight", "decompose", "reassemble", "select_targets", "gates_of",
-           "TABLE_COLUMNS", "DECOMPOSABLE"]
-
-DECOMPOSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase)
-"""Module types whose weights are decomposed by default."""
+__all__ = ["WeightPlan", "plan_weight", "decompose", "reassemble", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("model", "target", "gate", "kpos", "in_block", "out_block")
 """Columns of the location table (one row per block location)."""
-
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.RNNBase,
-           nn.Embedding, nn.EmbeddingBag, nn.Bilinear)
-"""Types that count as a model's 'layers' when finding its first and last layer (the adapters, S.3)."""
 
 
 @dataclass
@@ -58,13 +49,6 @@ class WeightPlan:
     count: int
     index: Tensor = field(repr=False)  # (shape) long: flat position in the (count, m*n) local blocks
     table: Tensor = field(repr=False)  # (count, 4) long: gate, kpos, in_block, out_block
-
-
-def gates_of(module: nn.Module, param: str) -> int:
-    """Number of gate matrices stacked along dim 0 of ``module.<param>`` (4 for LSTM weight_ih/hh)."""
-    if isinstance(module, nn.RNNBase) and param.startswith(("weight_ih", "weight_hh")):
-        return {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
-    return 1
 
 
 def plan_weight(shape: torch.Size, gates: int, block: tuple[int, int], name: str = "weight") -> WeightPlan:
@@ -104,39 +88,3 @@ def decompose(weight: Tensor, index: Tensor, count: int, block: tuple[int, int])
 def reassemble(blocks: Tensor, index: Tensor) -> Tensor:
     """The weight whose blocks are ``blocks`` ``(count, m*n)`` (edge overflow dropped)."""
     return blocks.reshape(-1)[index]
-
-
-def _layers(model: nn.Module) -> list[str]:
-    return [name for name, mod in model.named_modules()
-            if isinstance(mod, _LAYERS) and any(p is not None for p in mod._parameters.values())]
-
-
-def select_targets(model: nn.Module, patterns: str | Sequence[str] | None = None,
-                   model_index: int = 0) -> list[tuple[str, nn.Module, str]]:
-    """``(module_name, module, param_name)`` for every weight to decompose, in module order.
-
-    ``patterns=None``: every Linear / Conv1d / Conv2d / LSTM-GRU-RNN weight except those of the model's
-    first and last layer (its unshared adapters, S.3). Otherwise fnmatch patterns on module names
-    (``"encoder.*"``, ``"rnn"``); ``"*"`` also matches the root module of a one-layer model.
-    """
-    mods = dict(model.named_modules())
-    if patterns is None:
-        layers = _layers(model)
-        ends = {layers[0], layers[-1]} if layers else set()
-        chosen = [n for n, m in mods.items() if isinstance(m, DECOMPOSABLE) and n not in ends]
-    else:
-        pats = [patterns] if isinstance(patterns, str) else list(patterns)
-        chosen = [n for n, m in mods.items() if isinstance(m, DECOMPOSABLE)
-                  and any(fnmatch.fnmatchcase(n, p) for p in pats)]
-    out: list[tuple[str, nn.Module, str]] = []
-    for name in chosen:
-        mod = mods[name]
-        for pname, p in mod._parameters.items():
-            if p is not None and (pname == "weight" or pname.startswith(("weight_ih", "weight_hh", "weight_hr"))):
-                out.append((name, mod, pname))
-    if not out:
-        what = "the default targets (all but the first/last layer)" if patterns is None else f"patterns {patterns!r}"
-        names = [n for n, m in mods.items() if isinstance(m, DECOMPOSABLE)]
-        raise ConfigError(f"model {model_index}: {what} match no Linear/Conv1d/Conv2d/LSTM weight; "
-                          f"pass target_modules naming some of: {names}")
-    return out

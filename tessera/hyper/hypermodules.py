@@ -95,7 +95,8 @@ class HyperGenerator(WeightGenerator):
     """
 
     def __init__(self, bank: HypermoduleBank, slots: Sequence[tuple[nn.Module, str, WeightPlan]],
-                 layout: Tensor, module_offset: int, lam: int, z_values: Tensor):
+                 layout: Tensor, module_offset: int, lam: int, z_values: Tensor,
+                 aliases: Sequence[Sequence[tuple[nn.Module, str]]] | None = None):
         super().__init__()
         self.bank = bank
         c, (m, n) = bank.context, bank.block
@@ -116,8 +117,10 @@ class HyperGenerator(WeightGenerator):
         self.register_buffer("plain_loc", None)
         self.register_buffer("gen_loc", None)
         writer_slots, off = [], 0
-        for module, pname, plan in slots:
-            writer_slots.append(Slot(module, pname, plan.shape, index=(plan.index + off * m * n).to(H.device)))
+        for i, (module, pname, plan) in enumerate(slots):
+            tied = tuple(aliases[i]) if aliases is not None else ()     # other owners of a tied weight
+            writer_slots.append(Slot(module, pname, plan.shape, index=(plan.index + off * m * n).to(H.device),
+                                     aliases=tied))
             off += plan.count
         if off != L:
             raise ShapeError(f"slots cover {off} locations but the layout has {L}")

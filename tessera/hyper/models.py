@@ -7,6 +7,9 @@
   (dropout on the embedding and the LSTM output), as the paper's code. The LSTM is reparameterized.
 * :class:`DeepBind` (DNA) - per-base embedding (a kernel-1 conv of the one-hot input), conv with 24-wide
   motif filters, global max-pool, fc, fc -> 1. The conv and the first fc are reparameterized.
+* :class:`TransformerLM` (text, not in the paper) - a small causal transformer LM with the LSTM LM's
+  interface: embedding, learned positions, ``nn.TransformerEncoderLayer`` x layers (pre-norm), decoder tied
+  to the embedding. Attention q/k/v and output projections and the feed-forward Linears are reparameterized.
 
 Each model's first and last layer are the unshared adapters (S.3), which is what
 :func:`tessera.hyper.reparameterize` targets by default.
@@ -20,6 +23,10 @@ torch.Size([2, 10])
 (torch.Size([21, 50]), torch.Size([2, 3, 32]))
 >>> DeepBind(channels=16)(torch.zeros(5, 4, 101)).shape
 torch.Size([5])
+>>> tf = TransformerLM(vocab=50, hidden=32, heads=2, memory=4)
+>>> logits, ctx = tf(torch.zeros(7, 3, dtype=torch.long))           # ctx: the last 4 tokens, next call's context
+>>> logits.shape, ctx.shape
+(torch.Size([21, 50]), torch.Size([4, 3]))
 """
 from __future__ import annotations
 
@@ -29,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LeNet", "LSTMLanguageModel", "DeepBind", "detach_state", "TASK_MODELS"]
+from ..errors import ShapeError
+
+__all__ = ["LeNet", "LSTMLanguageModel", "TransformerLM", "DeepBind", "detach_state", "TASK_MODELS"]
 
 
 class LeNet(nn.Module):
@@ -57,6 +66,16 @@ def detach_state(state: Any) -> Any:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
+def init_lm_ends(encoder: nn.Embedding, decoder: nn.Linear, tie: bool) -> None:
+    """U(-0.1, 0.1) embedding, zero decoder bias; the decoder weight IS the embedding (tied) or U(-0.1, 0.1)."""
+    nn.init.uniform_(encoder.weight, -0.1, 0.1)
+    nn.init.zeros_(decoder.bias)
+    if tie:
+        decoder.weight = encoder.weight
+    else:
+        nn.init.uniform_(decoder.weight, -0.1, 0.1)
+
+
 class LSTMLanguageModel(nn.Module):
     """Word-level LM: embedding (V, h) -> LSTM(h, h, layers) -> decoder (tied to the embedding).
 
@@ -71,18 +90,46 @@ class LSTMLanguageModel(nn.Module):
         self.encoder = nn.Embedding(vocab, hidden)
         self.lstm = nn.LSTM(hidden, hidden, num_layers=layers)
         self.decoder = nn.Linear(hidden, vocab)
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if tie:
-            self.decoder.weight = self.encoder.weight
-        else:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        init_lm_ends(self.encoder, self.decoder, tie)
 
     def forward(self, tokens: Tensor, state: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         emb = self.drop(self.encoder(tokens))                         # (T, B, h)
         out, state = self.lstm(emb, state)                            # (T, B, h)
         return self.decoder(self.drop(out).flatten(0, 1)), state      # (T*B, V)
+
+
+class TransformerLM(nn.Module):
+    """Causal transformer LM: embedding (V, h) + positions -> pre-norm encoder layers -> decoder (tied).
+
+    ``forward(tokens (T, B), state=None) -> (logits (T*B, V), state)`` like :class:`LSTMLanguageModel`: the
+    state is the last ``memory`` tokens ``(M, B)``, read again as left context by the next call (its logits
+    are not returned), so truncated-BPTT loops work unchanged. ``max_len`` positions >= memory + T.
+    """
+
+    def __init__(self, vocab: int, hidden: int = 128, layers: int = 2, heads: int = 4, ffn: int | None = None,
+                 dropout: float = 0.2, memory: int = 32, max_len: int = 128, tie: bool = True):
+        super().__init__()
+        self.vocab, self.hidden, self.memory, self.max_len = vocab, hidden, memory, max_len
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(vocab, hidden)
+        self.pos = nn.Parameter(torch.randn(max_len, 1, hidden) * 0.02)             # (P, 1, h) learned positions
+        layer = nn.TransformerEncoderLayer(hidden, heads, ffn or 2 * hidden, dropout, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(hidden), enable_nested_tensor=False)
+        self.decoder = nn.Linear(hidden, vocab)
+        init_lm_ends(self.encoder, self.decoder, tie)
+
+    def forward(self, tokens: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        T = tokens.shape[0]
+        seq = tokens if state is None else torch.cat([state, tokens])                # (M + T, B)
+        if seq.shape[0] > self.max_len:
+            raise ShapeError(f"TransformerLM: {seq.shape[0]} tokens (memory + T) exceed max_len={self.max_len}; "
+                             f"build it with a larger max_len or feed shorter chunks")
+        S = seq.shape[0]
+        h = self.drop(self.encoder(seq) + self.pos[:S])                             # (S, B, h)
+        mask = torch.triu(torch.full((S, S), float("-inf"), device=seq.device), 1)  # causal (S, S)
+        h = self.layers(h, mask=mask, is_causal=True)[-T:]                          # (T, B, h)
+        return self.decoder(self.drop(h).flatten(0, 1)), seq[-self.memory:] if self.memory else seq[:0]
 
 
 class DeepBind(nn.Module):
@@ -106,5 +153,5 @@ class DeepBind(nn.Module):
         return self.out(F.relu(self.fc(h))).squeeze(-1)
 
 
-TASK_MODELS = {"lenet": LeNet, "lstm": LSTMLanguageModel, "deepbind": DeepBind}
+TASK_MODELS = {"lenet": LeNet, "lstm": LSTMLanguageModel, "transformer": TransformerLM, "deepbind": DeepBind}
 """Architecture name -> class."""

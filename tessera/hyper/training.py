@@ -19,7 +19,8 @@ best state) is part of the engine's checkpoint, so a killed search resumes exact
 >>> from tessera.train import Trainer, TrainConfig, Task
 >>> _ = torch.manual_seed(0)
 >>> nets = [nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)) for _ in range(2)]
->>> muir = reparameterize(nets, block=(8, 8), context=2, lam=1, n_init=2, n_iter=3, n_generations=2, n_final=2)
+>>> muir = reparameterize(nets, block=(8, 8), context=2, lam=1, n_init=2, n_iter=3, n_generations=2, n_final=2,
+...                       verbose=False)
 >>> x, y = torch.randn(32, 4), torch.randn(32, 1)
 >>> tasks = [Task(f"t{i}", train=(x, y), loss="mse", forward=lambda m, x, i=i: m[i](x)) for i in range(2)]
 >>> cfg = TrainConfig(steps=search_steps(muir.config), batch_size=8, multitask="sum", progress="off",

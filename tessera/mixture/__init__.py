@@ -10,6 +10,7 @@ torch.Size([2, 10])
 from .collapse import CollapsedNet, collapse, max_difference
 from .multitask import VARIANTS, multitask_model
 from .network import BLOCK_INPUT_MODES, BN_MODES, MixtureNet, init_isometric_block
+from .over import ModelMixture, select_blocks
 from .plots import plot_mixture_weights
 from .regularizers import clustering, entropy, mixture_clustering, mixture_entropy
 from .signatures import (SIGNATURES, cyclic, diag, extract_signature, freeze, init_logits, make_signature,
@@ -19,7 +20,7 @@ from .training import TaskSplit, accuracy, learn_interpolation, train_tasks
 from .transfer import (accuracy_coefficients, count_parameters, from_source, interpolate, source_accuracies,
                        trainable_parameters)
 
-__all__ = ["MixtureNet", "TemplateBank", "ParamSpec", "BN_MODES", "BLOCK_INPUT_MODES",
+__all__ = ["MixtureNet", "ModelMixture", "select_blocks", "TemplateBank", "ParamSpec", "BN_MODES", "BLOCK_INPUT_MODES",
            "init_isometric_block", "SIGNATURES", "sequential", "cyclic", "diag", "random_signature",
            "make_signature", "one_hot_logits", "init_logits", "extract_signature", "set_signature", "freeze",
            "entropy", "clustering", "mixture_entropy", "mixture_clustering", "CollapsedNet", "collapse",

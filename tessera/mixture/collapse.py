@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..nn.isometric import isometric_body
 from .network import MixtureNet
+from .over import ModelMixture
+from .templates import restore_buffer
 
 __all__ = ["CollapsedNet", "collapse", "max_difference"]
 
@@ -46,14 +49,14 @@ class CollapsedNet(nn.Module):
         self.signature = signature or []   # template per layer, None where the layer is a true mixture
         self.channels_last = channels_last
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last)
+    def forward_features(self, x: Tensor, **block_kwargs: Any) -> Tensor:
+        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last, block_kwargs)
 
-    def forward_embedding(self, x: Tensor) -> Tensor:
-        return self.output_adapter(self.forward_features(x))
+    def forward_embedding(self, x: Tensor, **block_kwargs: Any) -> Tensor:
+        return self.output_adapter(self.forward_features(x, **block_kwargs))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(self.dropout(self.forward_embedding(x)))
+    def forward(self, x: Tensor, **block_kwargs: Any) -> Tensor:
+        return self.logits(self.dropout(self.forward_embedding(x, **block_kwargs)))
 
 
 def _set(block: nn.Module, spec, value: Tensor | nn.Parameter, kind: str) -> None:
@@ -64,19 +67,17 @@ def _set(block: nn.Module, spec, value: Tensor | nn.Parameter, kind: str) -> Non
         m._buffers[spec.attr] = value
 
 
-def _restore_stat(m: nn.Module, attr: str, value: Tensor) -> None:
-    """Make a bound statistic view a real buffer again, in BN's registration order."""
-    m.__dict__.pop(attr, None)
-    m._buffers[attr] = value
-    first = [k for k in ("running_mean", "running_var") if k in m._buffers]
-    m._buffers = {**{k: m._buffers[k] for k in first}, **m._buffers}
-
-
 @torch.no_grad()
-def collapse(model: MixtureNet, task: str | None = None, *, snap: float | None = None) -> CollapsedNet:
-    """Materialize ``task`` (default: the active one) of ``model`` into a :class:`CollapsedNet`."""
+def collapse(model: MixtureNet | ModelMixture, task: str | None = None, *,
+             snap: float | None = None) -> CollapsedNet | nn.Module:
+    """Materialize ``task`` (default: the active one) of ``model`` into a :class:`CollapsedNet` (a
+    :class:`~tessera.mixture.over.ModelMixture`: into the user's own architecture)."""
+    if isinstance(model, ModelMixture):
+        if snap is not None:
+            raise ConfigError("snap is not supported for a ModelMixture; collapse it without snap")
+        return model.collapse(task)
     if not isinstance(model, MixtureNet):
-        raise ConfigError(f"collapse expects a MixtureNet, got {type(model).__name__}")
+        raise ConfigError(f"collapse expects a MixtureNet or a ModelMixture, got {type(model).__name__}")
     task = model._check_task(task) if task else model.task
     if snap is not None and not 0.0 < snap <= 1.0:
         raise ConfigError(f"snap must be in (0, 1], got {snap}")
@@ -119,7 +120,7 @@ def collapse(model: MixtureNet, task: str | None = None, *, snap: float | None =
     adapters = copy.deepcopy(adapters)
     for path, attr, off, n in model.adapter_stats:                   # adapter statistics of this task
         m = adapters.get_submodule(path)
-        _restore_stat(m, attr, stats[off:off + n].view(getattr(m, attr).shape).clone())
+        restore_buffer(m, attr, stats[off:off + n].view(getattr(m, attr).shape).clone())
     out = CollapsedNet(adapters["input_adapter"], blocks, adapters["output_adapter"],
                        copy.deepcopy(model.dropout), copy.deepcopy(model.heads[task]), model.block_input, sig,
                        model.channels_last)

@@ -31,9 +31,9 @@ from ..core import Slot, WeightGenerator, WeightWriter, bind, mix, take_paramete
 from ..errors import ConfigError, ShapeError
 from ..nn.isometric import isometric_body
 from .signatures import extract_signature, init_logits, make_signature, one_hot_logits
-from .templates import TemplateBank
+from .templates import TemplateBank, eval_once, probe_block
 
-__all__ = ["MixtureNet", "BN_MODES", "BLOCK_INPUT_MODES", "init_isometric_block"]
+__all__ = ["MixtureNet", "BN_MODES", "BLOCK_INPUT_MODES", "init_isometric_block", "check_task"]
 
 BN_MODES = ("layer", "mixed", "patch")
 """``layer``: per-layer BN gamma/beta shared by tasks; ``mixed``: gamma/beta mixed with the same
@@ -78,6 +78,10 @@ class MixtureNet(WeightGenerator):
         block_init: ``fn(template)`` applied to each template after construction.
         channels_last: run the body on NHWC-strided 4-D activations (as IsometricNet does; faster
             oneDNN kernels on CPU); same shapes and math.
+        example: one input batch (or ``(batch, {block kwargs})``); when given, the blocks are probed on
+            it now (:func:`~tessera.mixture.templates.probe_block`: one tensor out, same shape as in),
+            otherwise at the first forward. Keyword arguments of ``forward`` other than ``task`` and
+            ``coeff`` (e.g. ``src_key_padding_mask``) go to every block.
     """
 
     def __init__(self, block: nn.Module | Callable[[], nn.Module], *, num_templates: int, depth: int,
@@ -85,7 +89,8 @@ class MixtureNet(WeightGenerator):
                  output_adapter: nn.Module | None = None, embed_dim: int | None = None, bn: str = "layer",
                  block_input: str = "none", dropout: float = 0.0, init: str | Sequence[int] = "random",
                  init_std: float = 1.0, signature: str | Sequence[int] | None = None, seed: int = 0,
-                 block_init: Callable[[nn.Module], None] | None = None, channels_last: bool = False):
+                 block_init: Callable[[nn.Module], None] | None = None, channels_last: bool = False,
+                 example: Any = None):
         super().__init__()
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be an int >= 1, got {depth!r}")
@@ -119,6 +124,14 @@ class MixtureNet(WeightGenerator):
             self.add_task(name, n)
         self.set_task(names[0][0])
         self.register_load_state_dict_post_hook(_rebind_after_load)
+        self.probed = False
+        if example is not None:
+            x, kw = example if isinstance(example, tuple) else (example, {})
+            self.refresh()
+            try:
+                self.probe(x, kw)
+            finally:
+                self.release()
 
     # ------------------------------------------------------------------------------- building
     def _slots(self, layout: Sequence[Any]) -> list[Slot]:
@@ -199,10 +212,7 @@ class MixtureNet(WeightGenerator):
         return list(self.mixture.keys())
 
     def _check_task(self, name: str) -> str:
-        if name not in self.mixture:
-            raise ConfigError(f"unknown task {name!r}; the model has tasks: {', '.join(self.tasks)}; "
-                              f"add it with add_task({name!r}, ...)")
-        return name
+        return check_task(self.mixture, name)
 
     def add_task(self, name: str, num_classes: int | None = None, *, from_task: str | None = None,
                  logits: Tensor | None = None, copy_head: bool = False) -> None:
@@ -323,30 +333,44 @@ class MixtureNet(WeightGenerator):
                              f"({self.depth}, {self.num_templates})")
         self.refresh(coeff)
 
-    def _features(self, x: Tensor) -> Tensor:
-        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last)
+    def _features(self, x: Tensor, kwargs: dict[str, Any]) -> Tensor:
+        if not self.probed:                                 # once: one tensor out, same shape (one-line errors)
+            self.probe(x, kwargs)
+        return isometric_body(self.input_adapter, self.blocks, x, self.block_input, self.channels_last, kwargs)
 
-    def forward_features(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None) -> Tensor:
+    def probe(self, x: Tensor, kwargs: dict[str, Any] | None = None) -> None:
+        """Check (eval mode, no grad, no statistics change) that the blocks map the input adapter's output of
+        ``x`` to one tensor of the same shape; a one-line ShapeError otherwise."""
+        z0 = eval_once(self.input_adapter, (x,), None, lambda msg: f"the input adapter fails on an input of shape "
+                       f"{tuple(x.shape)}: {msg}; give inputs the input adapter accepts")
+        args = (z0, z0) if self.block_input == "concat" else (z0,)
+        probe_block(self.blocks[0], args, kwargs, f"block of {type(self).__name__}")
+        self.probed = True
+
+    def forward_features(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None,
+                         **block_kwargs: Any) -> Tensor:
         """Output of the last layer for ``task`` (default: the active task)."""
         self._enter(task, coeff)
         try:
-            return self._features(x)
+            return self._features(x, block_kwargs)
         finally:
             self.release()
 
-    def forward_embedding(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None) -> Tensor:
+    def forward_embedding(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None,
+                          **block_kwargs: Any) -> Tensor:
         """Output adapter embedding (N, embed_dim) for ``task``."""
         self._enter(task, coeff)
         try:
-            return self.output_adapter(self._features(x))
+            return self.output_adapter(self._features(x, block_kwargs))
         finally:
             self.release()
 
-    def forward(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None) -> Tensor:
-        """Head output of ``task`` (default: the active one); ``coeff`` (L, K) overrides its mixture weights."""
+    def forward(self, x: Tensor, task: str | None = None, coeff: Tensor | None = None, **block_kwargs: Any) -> Tensor:
+        """Head output of ``task`` (default: the active one); ``coeff`` (L, K) overrides its mixture weights;
+        ``block_kwargs`` go to every block (attention masks)."""
         self._enter(task, coeff)
         try:
-            return self.heads[self.task](self.dropout(self.output_adapter(self._features(x))))
+            return self.heads[self.task](self.dropout(self.output_adapter(self._features(x, block_kwargs))))
         finally:
             self.release()
 
@@ -358,6 +382,14 @@ class MixtureNet(WeightGenerator):
     def extra_repr(self) -> str:
         return (f"depth={self.depth}, K={self.num_templates}, bn={self.bn!r}, block_input={self.block_input!r}, "
                 f"tasks={self.tasks}")
+
+
+def check_task(mixture: Mapping[str, Any], name: str) -> str:
+    """``name`` if it is one of the tasks (keys of ``mixture``), else a one-line ConfigError."""
+    if name not in mixture:
+        raise ConfigError(f"unknown task {name!r}; the model has tasks: {', '.join(mixture)}; "
+                          f"add it with add_task({name!r}, ...)")
+    return name
 
 
 def _rebind_after_load(module: nn.Module, incompatible: Any) -> None:

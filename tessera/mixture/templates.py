@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from ..core import Slot
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["TemplateBank", "ParamSpec", "NORM_TYPES", "is_norm", "block_layout", "stats_layout"]
+__all__ = ["TemplateBank", "ParamSpec", "NORM_TYPES", "is_norm", "block_layout", "stats_layout", "probe_block",
+           "eval_once", "check_not_lazy", "restore_buffer"]
 
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 """Modules whose affine parameters count as normalization parameters (BN, IN, GN, LN)."""
@@ -82,6 +83,64 @@ def block_layout(block: nn.Module, mixed_norm: bool) -> tuple[tuple[ParamSpec, .
     return _specs(mixed), _specs(norm)
 
 
+def check_not_lazy(block: nn.Module, what: str = "block") -> None:
+    """ShapeError (one line) if ``block`` still has uninitialized lazy parameters (LazyLinear, LazyConv2d)."""
+    for name, p in block.named_parameters():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            mod = name.rpartition(".")[0]
+            kind = type(block.get_submodule(mod)).__name__
+            raise ShapeError(f"{what} has uninitialized lazy parameters ({mod or 'root'}: {kind}); run it once on an "
+                             f"example input or give the layer explicit sizes before building templates")
+
+
+def eval_once(module: nn.Module, args: tuple, kwargs: dict | None, fail: Callable[[str], str]) -> Any:
+    """``module(*args, **kwargs)`` in eval mode without grad (training flags restored after): a failure
+    becomes ``ShapeError(fail(first line of the error))``."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            return module(*args, **(kwargs or {}))
+    except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as e:
+        raise ShapeError(fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)) from None
+    finally:
+        for m, was in modes:
+            m.training = was
+
+
+def probe_block(block: nn.Module, args: tuple, kwargs: dict | None = None, what: str = "block") -> Tensor:
+    """Run ``block(*args, **kwargs)`` once (eval mode, no grad) and check that it maps its input tensor
+    ``args[0]`` to ONE tensor of the same shape, as a layer of a mixture body must; one-line ShapeError otherwise.
+
+    >>> probe_block(nn.Linear(4, 4), (torch.zeros(2, 4),)).shape
+    torch.Size([2, 4])
+    >>> probe_block(nn.Linear(4, 8), (torch.zeros(2, 4),))
+    Traceback (most recent call last):
+    ...
+    tessera.errors.ShapeError: block (Linear) maps an input of shape (2, 4) to (2, 8); blocks of a mixture body must keep the shape (same width in and out)
+    """
+    check_not_lazy(block, what)
+    x = args[0]
+    kind = type(block).__name__
+    out = eval_once(block, args, kwargs, lambda msg: f"{what} ({kind}) fails on an input of shape {tuple(x.shape)}: "
+                    f"{msg}; make the block accept the body's activations (width, embed_dim) and the extra arguments")
+    if not isinstance(out, Tensor):
+        raise ShapeError(f"{what} ({kind}) returns a {type(out).__name__}, not a tensor; wrap it so that forward "
+                         f"returns the next activation only")
+    if out.shape != x.shape:
+        raise ShapeError(f"{what} ({kind}) maps an input of shape {tuple(x.shape)} to {tuple(out.shape)}; blocks of a "
+                         f"mixture body must keep the shape (same width in and out)")
+    return out
+
+
+def restore_buffer(m: nn.Module, attr: str, value: Tensor) -> None:
+    """Make a bound statistic view a real buffer again, in BN's registration order."""
+    m.__dict__.pop(attr, None)
+    m._buffers[attr] = value
+    first = [k for k in ("running_mean", "running_var") if k in m._buffers]
+    m._buffers = {**{k: m._buffers[k] for k in first}, **m._buffers}
+
+
 def stats_layout(block: nn.Module) -> tuple[ParamSpec, ...]:
     """Layout of the block's normalization running statistics (running_mean / running_var)."""
     items = []
@@ -128,7 +187,10 @@ class TemplateBank(nn.Module):
         super().__init__()
         if not isinstance(num_templates, int) or isinstance(num_templates, bool) or num_templates < 1:
             raise ConfigError(f"num_templates must be an int >= 1, got {num_templates!r}; use K=1 or more templates")
+        if isinstance(block, nn.Module):
+            check_not_lazy(block)
         templates = self._make(block, num_templates)
+        check_not_lazy(templates[0])
         if init is not None:
             for t in templates:
                 init(t)

@@ -29,30 +29,33 @@ MODELS: Registry = Registry("model")
 
 
 def isometric_body(input_adapter: nn.Module, blocks: Iterable[nn.Module], x: torch.Tensor,
-                   block_input: str = "none", channels_last: bool = False) -> torch.Tensor:
+                   block_input: str = "none", channels_last: bool = False,
+                   block_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
     """The isometric body: input adapter, then every block at constant width (paper 002 App. A.1).
 
     ``block_input``: ``"none"`` (h <- blk(h)), ``"add"`` (h <- blk(h + z0)) or ``"concat"`` (the block
-    also receives the adapter output z0: h <- blk(h, z0); Table 6). The one implementation used by
-    IsometricNet, MixtureNet and a collapsed MixtureNet. When the input adapter is a patch conv
-    (``input_adapter.conv`` with kernel = stride), ``x`` is checked to fit it (:func:`check_patch_input`).
+    also receives the adapter output z0: h <- blk(h, z0); Table 6). ``block_kwargs`` go to every block
+    (e.g. an attention mask). The one implementation used by IsometricNet, MixtureNet and a collapsed
+    MixtureNet. When the input adapter is a patch conv (``input_adapter.conv`` with kernel = stride),
+    ``x`` is checked to fit it (:func:`check_patch_input`).
     """
     conv = getattr(input_adapter, "conv", None)
     if isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride:
         check_patch_input(x, conv.in_channels, conv.stride[0])
+    kw = block_kwargs or {}
     z0 = input_adapter(x)                                   # (N, in, H, W) -> (N, C, H/p, W/p)
     if channels_last and z0.dim() == 4:
         z0 = z0.contiguous(memory_format=torch.channels_last)  # NHWC strides, same shape
     h = z0
     if block_input == "concat":
         for blk in blocks:
-            h = blk(h, z0)                                  # block sees cat(h, z0): (N, 2C, H', W')
+            h = blk(h, z0, **kw)                            # block sees cat(h, z0): (N, 2C, H', W')
     elif block_input == "add":
         for blk in blocks:
-            h = blk(h + z0)
+            h = blk(h + z0, **kw)
     else:
         for blk in blocks:
-            h = blk(h)                                      # (N, C, H', W') -> (N, C, H', W')
+            h = blk(h, **kw)                                # (N, C, H', W') -> (N, C, H', W')
     return h
 
 

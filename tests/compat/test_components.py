@@ -42,6 +42,11 @@ def test_split_nested_and_traced_module():
     assert torch.equal(h(e(x)), m(x))
     with pytest.raises(ShapeError, match="pass example="):
         split_at(m, "body")
+    with pytest.raises(ShapeError, match="pass example="):
+        components(m, "body", (1, 4, 4), list("abc"))
+    ce, ch = components(m, "body", None, list("abc"), example=x)   # the argument the message names
+    assert ce.interface.input_shape == (1, 4, 4) and ce.interface.feature_shape == (8,) == ch.interface.feature_shape
+    assert torch.equal(recombine(ce, ch)(x), m(x))
     bn_net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
     wrapped = nn.Module()
     wrapped.a, wrapped.b = bn_net, nn.Flatten()

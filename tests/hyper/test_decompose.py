@@ -6,7 +6,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tessera.errors import ConfigError, ShapeError
-from tessera.hyper.decompose import decompose, gates_of, plan_weight, reassemble, select_targets
+from tessera.hyper.decompose import decompose, plan_weight, reassemble
+from tessera.hyper.targets import find_targets
+from tessera.hyper.views import views_of
 
 dims = st.integers(1, 9)
 
@@ -41,7 +43,8 @@ def test_block_semantics_input_rows_output_cols():
 
 def test_lstm_gates_and_conv_kernel_positions():
     lstm = nn.LSTM(8, 4)
-    assert gates_of(lstm, "weight_ih_l0") == 4 and gates_of(nn.GRU(8, 4), "weight_hh_l0") == 3
+    assert [(v.param, v.gates) for v in views_of(lstm)] == [("weight_ih_l0", 4), ("weight_hh_l0", 4)]
+    assert [v.gates for v in views_of(nn.GRU(8, 4, 2))] == [3, 3, 3, 3]
     plan = plan_weight(lstm.weight_hh_l0.shape, 4, (4, 4))
     assert plan.grid == (4, 1, 1, 1)                       # one block per gate
     conv = nn.Conv2d(4, 8, 3)
@@ -55,14 +58,18 @@ def test_block_too_large_is_one_line_error():
     assert "\n" not in str(e.value)
 
 
+def _names(model, **kw):
+    return [t.name for t in find_targets(model, block=kw.pop("block", (2, 2)), **kw)[0]]
+
+
 def test_default_targets_skip_first_and_last_layer():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(),
                         nn.Linear(4, 4), nn.Linear(4, 2))
-    assert [n for n, _, _ in select_targets(net)] == ["2", "4"]
+    assert _names(net) == ["2.weight", "4.weight"]
     lm = nn.ModuleDict({"emb": nn.Embedding(10, 4), "rnn": nn.LSTM(4, 4, 2), "out": nn.Linear(4, 10)})
-    assert [p for _, _, p in select_targets(lm)] == ["weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1"]
-    assert [n for n, _, _ in select_targets(net, ["4", "5"])] == ["4", "5"]
-    with pytest.raises(ConfigError, match="match no"):
-        select_targets(net, "encoder.*")
-    with pytest.raises(ConfigError, match="match no"):
-        select_targets(nn.Linear(3, 3))                    # a one-layer model is only adapters by default
+    assert _names(lm) == [f"rnn.weight_{k}_l{i}" for i in range(2) for k in ("ih", "hh")]
+    assert _names(net, target_modules=["4", "5"]) == ["4.weight", "5.weight"]
+    with pytest.raises(ConfigError, match="leave no weight"):
+        _names(net, target_modules="encoder.*")
+    with pytest.raises(ConfigError, match="leave no weight"):
+        _names(nn.Linear(3, 3))                           # a one-layer model is only adapters by default
