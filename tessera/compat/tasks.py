@@ -16,14 +16,34 @@ Class names carry a dataset prefix unless the classes are the same concept (digi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from ..errors import ConfigError
 from .measure import TestSet
-from .recipes import TaskData
 
-__all__ = ["PAIRS", "load_pair", "load_task", "subsample"]
+__all__ = ["LabelledTask", "PAIRS", "load_pair", "load_task", "subsample"]
+
+
+@dataclass
+class LabelledTask:
+    """A classification task with named classes: training images ``x`` (N, C, H, W), labels ``y`` (N,),
+    and a :class:`TestSet` whose ``classes`` name the labels of both.
+
+    Unlike :class:`tessera.mixture.TaskSplit` (bare train / eval tensors), the class names are part of
+    it: DCC finds the classes two tasks share by name, and recombination accuracy is measured on them.
+    """
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    test: TestSet
+
+    @property
+    def classes(self) -> Sequence[str]:
+        return self.test.classes
 
 PAIRS = ("mnist_usps", "fashion_kmnist", "digits_domains", "digits_split")
 DIGITS = [str(i) for i in range(10)]
@@ -38,7 +58,7 @@ def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0) ->
 
 
 def load_task(name: str, size: int, root: str | os.PathLike | None = None, n_train: int | None = None,
-              n_test: int | None = None) -> TaskData:
+              n_test: int | None = None) -> LabelledTask:
     """One labelled task resized to ``size`` x ``size``: mnist, usps, fashion_mnist or kmnist."""
     from ..data.domains import resize
     from ..data.images import load_images
@@ -55,17 +75,17 @@ def load_task(name: str, size: int, root: str | os.PathLike | None = None, n_tra
     classes = DIGITS if name in ("mnist", "usps") else [f"{name}:{i}" for i in range(10)]
     xtr, ytr = subsample(xtr, ytr, n_train)
     xte, yte = subsample(xte, yte, n_test, seed=1)
-    return TaskData(name, resize(xtr, size), ytr, TestSet(resize(xte, size), yte, classes))
+    return LabelledTask(name, resize(xtr, size), ytr, TestSet(resize(xte, size), yte, classes))
 
 
-def _split(name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], test_frac: float = 0.25) -> TaskData:
+def _split(name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], test_frac: float = 0.25) -> LabelledTask:
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(len(y)))
     n_te = int(len(y) * test_frac)
     te, tr = perm[:n_te], perm[n_te:]
-    return TaskData(name, x[tr], y[tr], TestSet(x[te], y[te], classes))
+    return LabelledTask(name, x[tr], y[tr], TestSet(x[te], y[te], classes))
 
 
-def _digits_pair(split_classes: bool, size: int) -> tuple[TaskData, TaskData]:
+def _digits_pair(split_classes: bool, size: int) -> tuple[LabelledTask, LabelledTask]:
     from ..data.domains import sklearn_digit_domains
 
     doms = sklearn_digit_domains(size, kinds=("original", "boundary"))
@@ -80,7 +100,7 @@ def _digits_pair(split_classes: bool, size: int) -> tuple[TaskData, TaskData]:
 
 
 def load_pair(name: str, size: int = 16, root: str | os.PathLike | None = None, n_train: int | None = None,
-              n_test: int | None = None) -> tuple[TaskData, TaskData]:
+              n_test: int | None = None) -> tuple[LabelledTask, LabelledTask]:
     """Two tasks of pair ``name`` (see the module doc); ``n_train`` / ``n_test`` cap the sizes."""
     if name == "mnist_usps":
         return (load_task("mnist", size, root, n_train, n_test), load_task("usps", size, root, n_train, n_test))
@@ -89,7 +109,7 @@ def load_pair(name: str, size: int = 16, root: str | os.PathLike | None = None, 
                 load_task("kmnist", size, root, n_train, n_test))
     if name in ("digits_domains", "digits_split"):
         a, b = _digits_pair(name == "digits_split", size)
-        cap = lambda t: TaskData(t.name, *subsample(t.x, t.y, n_train),  # noqa: E731
+        cap = lambda t: LabelledTask(t.name, *subsample(t.x, t.y, n_train),  # noqa: E731
                                  TestSet(*subsample(t.test.x, t.test.y, n_test, 1), t.test.classes))
         return cap(a), cap(b)
     raise ConfigError(f"unknown task pair {name!r}; choose one of {', '.join(PAIRS)}")

@@ -20,15 +20,18 @@ from ..compat.apps import extend_head, update_head, with_adapter
 from ..compat.aux import RP, RotationTask
 from ..compat.components import feature_shape, split_at
 from ..compat.measure import TestSet, recombination_matrix
+from ..compat.methods import per_member
 from ..compat.models import build, mobile_head
 from ..compat.plots import heatmap
-from ..compat.schemes import Member, TrainCfg, count_params, train_joint
+from ..compat.schemes import Member, train_joint
 from ..compat.tasks import load_task
 from ..errors import ConfigError
 from ..results import Report
-from . import RunOptions
 from ..threads import intra_op_threads
-from .compat_common import Units, device_of, pct
+from ..train.dist import select_device
+from . import RunOptions
+from .compat_protocol import pct, recipe
+from .units import Units
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -50,6 +53,7 @@ class Budget:
     head_steps: int = 600        # phase 2, head only
     ub_steps: int = 600          # upper bound, per architecture
     batch_size: int = 64
+    checkpoint_every: int = 200  # engine checkpoints (global steps): a killed run loses less than that
     lr: float = 2e-3
     n_train: int | None = None
     n_test: int | None = None
@@ -68,30 +72,38 @@ def _extractor(name: str, kw: dict[str, Any], width: int, size: int, num_classes
     return with_adapter(ext, feature_shape(ext, (1, size, size))[0], width)
 
 
-def _unit(data: tuple[torch.Tensor, torch.Tensor, TestSet], b: Budget, seed: int, device: torch.device) -> dict[str, Any]:
+def _n(*modules: torch.nn.Module) -> int:
+    """Scalars in ``modules`` (shared parameters once)."""
+    return sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
+
+
+def _unit(work: Path, data: tuple[torch.Tensor, torch.Tensor, TestSet], b: Budget, seed: int,
+          device: torch.device) -> dict[str, Any]:
     x, y, test = data
     k = b.first_classes
-    cfg = lambda steps, s: TrainCfg(steps=steps, batch_size=b.batch_size, lr=b.lr, seed=s, log_every=0)  # noqa: E731
+    cfg = lambda steps, s: recipe(steps, b.batch_size, b.lr, s, device=str(device),  # noqa: E731
+                                  checkpoint_every=b.checkpoint_every)
     names = list(b.archs)
     torch.manual_seed(seed)
     exts = [_extractor(n, b.archs[n], b.common_width, b.size, 10).to(device) for n in names]
     head = mobile_head(b.common_width, k).to(device)
     first = y < k
-    train_joint([Member(n, e, head, x[first], y[first]) for n, e in zip(names, exts)], [], cfg(b.steps, seed))
+    train_joint([Member(n, e, head, x[first], y[first]) for n, e in zip(names, exts)], [],
+                per_member(cfg(b.steps, seed), len(names)), out_dir=work / "joint")
     sub = TestSet(test.x[test.y < k], test.y[test.y < k], test.classes[:k])
     phase1 = recombination_matrix(exts, [head], [sub] * len(exts), [test.classes[:k]])[:, 0]
     extend_head(head, 10)
     ref = exts[names.index(b.reference)]
-    update_head(ref, head, x, y, cfg(b.head_steps, seed + 1))
+    head_run = update_head(ref, head, x, y, cfg(b.head_steps, seed + 1), out_dir=work / "head")
     ub_exts, ub_heads, ub_params = [], [], []
     for i, n in enumerate(names):
         torch.manual_seed(seed * 100 + i)
         e = _extractor(n, b.archs[n], b.common_width, b.size, 10).to(device)
         h = mobile_head(b.common_width, 10).to(device)
-        own = RP(mobile_head(b.common_width, 4).to(device), RotationTask("random"),
-                 generator=torch.Generator().manual_seed(seed))
-        train_joint([Member(n, e, h, x, y, own_aux=[own])], [], cfg(b.ub_steps, seed + 2 + i))
-        ub_exts.append(e), ub_heads.append(h), ub_params.append(count_params(e, h, own))
+        own = RP(mobile_head(b.common_width, 4).to(device), RotationTask("random"))
+        r = train_joint([Member(n, e, h, x, y, own_aux=[own])], [], cfg(b.ub_steps, seed + 2 + i),
+                        out_dir=work / f"alone_{n}")
+        ub_exts.append(e), ub_heads.append(h), ub_params.append(r["trained_params"])
     mat = recombination_matrix(exts, [head] + ub_heads, [test] * len(exts), [test.classes] * (1 + len(names)))
     # the updated head on the old (first k) and the new classes separately, still a 10-way prediction
     old, new = test.y < k, test.y >= k
@@ -101,8 +113,8 @@ def _unit(data: tuple[torch.Tensor, torch.Tensor, TestSet], b: Budget, seed: int
     return {"archs": names, "phase1_5class": phase1.tolist(), "updated_head": mat[:, 0].tolist(),
             "updated_head_old_classes": by_group["old"], "updated_head_new_classes": by_group["new"],
             "upper_bound": ub, "matrix": mat.tolist(),
-            "params": {"head_update": count_params(head), "retrain_all": int(sum(ub_params)),
-                       "extractors": [count_params(e) for e in exts]}}
+            "params": {"head_update": head_run["trained_params"], "retrain_all": int(sum(ub_params)),
+                       "extractors": [_n(e) for e in exts]}}
 
 
 @intra_op_threads(1)
@@ -112,16 +124,17 @@ def run(opts: RunOptions) -> dict[str, Any]:
         raise ConfigError(f"unknown budget {opts.budget!r} for compat-heads; choose {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    device = device_of(opts)
+    device = select_device(opts.device)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "head": "mobilenet-style (2 inverted residual blocks)",
               "metric": "accuracy (%) on all 10 classes", "lower_bound": 50.0,
               "per_group": "updated head also scored on old / new classes' test images",
-              "paper_values": "Fig. 3 / Fig. 11, CIFAR-10, feature extractors frozen"}
+              "paper_values": "Fig. 3 / Fig. 11, CIFAR-10, feature extractors frozen",
+              "trainer": "tessera.train (engine)"}
     report = Report("compat-heads", config=config, device=str(device))
     units = Units(opts, "compat-heads", config)
     t = load_task(b.dataset, b.size, opts.data_root, b.n_train, b.n_test)
     data = (t.x, t.y, t.test)
-    rs = [units.run((b.dataset, f"seed{s}"), lambda: _unit(data, b, s, device)) for s in range(seeds)]
+    rs = [units.run((b.dataset, f"seed{s}"), lambda w: _unit(w, data, b, s, device)) for s in range(seeds)]
     setting = f"{b.dataset} {b.first_classes}->10 classes"
     for i, n in enumerate(rs[0]["archs"]):
         ref = " (reference)" if n == b.reference else ""

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 
 from ..compat.aux import common_classes
+from ..compat.methods import NetSpec, train_compatible
 from ..compat.plots import heatmap
-from ..compat.recipes import NetSpec, TaskData, measure_trained, train_method
-from ..compat.schemes import TrainCfg
-from ..compat.tasks import load_pair
+from ..compat.tasks import LabelledTask, load_pair
 from ..errors import ConfigError
 from ..results import Report
-from . import RunOptions
 from ..threads import intra_op_threads
-from .compat_common import Units, device_of, pct
+from ..train.dist import select_device
+from . import RunOptions
+from .compat_protocol import measure_trained, pct, recipe
+from .units import Units
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -52,6 +53,7 @@ class Budget:
     width: int = 16               # ResNet-56's widths: 16 / 32 / 64 channels (3 stages of 1 block here)
     steps: int = 400              # per network
     batch_size: int = 64
+    checkpoint_every: int = 200  # engine checkpoints (global steps): a killed run loses less than that
     lr: float = 2e-3
     rotation: str = "random"      # "all": Eq. 2 exactly (4x the rotation cost)
     n_train: int | None = None
@@ -76,12 +78,12 @@ def _label(pair: str) -> str:
     return {"mnist_usps": "mnist<->usps", "fashion_kmnist": "fashion_mnist<->kmnist"}.get(pair, pair)
 
 
-def _unit(method: str, tasks: tuple[TaskData, TaskData], b: Budget, seed: int, device: torch.device, *,
-          data: str, bn_modes: tuple[str, ...], net_kwargs: dict[str, Any] | None = None,
+def _unit(work: Path, method: str, tasks: tuple[LabelledTask, LabelledTask], b: Budget, seed: int,
+          device: torch.device, *, data: str, bn_modes: tuple[str, ...], net_kwargs: dict[str, Any] | None = None,
           scheme: str = "joint") -> dict[str, Any]:
     spec = NetSpec("resnet", {"width": b.width, **(net_kwargs or {})})
-    cfg = TrainCfg(steps=b.steps, batch_size=b.batch_size, lr=b.lr, seed=seed, log_every=0)
-    tr = train_method(method, tasks, spec, cfg, scheme=scheme, rotation=b.rotation, device=device)
+    cfg = recipe(b.steps, b.batch_size, b.lr, seed, device=str(device), checkpoint_every=b.checkpoint_every)
+    tr = train_compatible(method, tasks, spec, cfg, scheme=scheme, rotation=b.rotation, out_dir=work / "train")
     return measure_trained(tr, [t.test for t in tasks], data=data, bn_modes=bn_modes, correlation=True)
 
 
@@ -94,14 +96,15 @@ def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, 
     if pairs is not None:
         b.pair1, b.pair2 = pairs
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    device = device_of(opts)
+    device = select_device(opts.device)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "net": "resnet", "optimizer": "adam, cosine",
+              "trainer": "tessera.train (engine)",
               "bn_at_test": "test-batch statistics (batch 500) unless noted", "units": "percent",
               "paper_values": "CIFAR-10 / STL-10 (Fig. 2), for orientation"}
     report = Report("compat-recombination", config=config, device=str(device))
     units = Units(opts, "compat-recombination", config)
     res: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    tasks1: tuple[TaskData, TaskData] | None = None
+    tasks1: tuple[LabelledTask, LabelledTask] | None = None
     for pair, methods, data in ((b.pair1, b.methods1, "extractor"), (b.pair2, b.methods2, "head")):
         if not methods:
             continue
@@ -116,15 +119,15 @@ def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, 
                 modes = ("batch", "train", "recompute") if common and m in b.bn_methods else ("batch",)
                 res.setdefault((pair, m), []).append(units.run(
                     (pair, m, f"seed{seed}"),
-                    lambda: _unit(m, tasks, b, seed, device, data=data, bn_modes=modes)))
+                    lambda w: _unit(w, m, tasks, b, seed, device, data=data, bn_modes=modes)))
             for m in b.incremental if common else ():
                 res.setdefault((pair, f"{m} (incremental)"), []).append(units.run(
                     (pair, f"{m} incremental", f"seed{seed}"),
-                    lambda: _unit(m, tasks, b, seed, device, data=data, bn_modes=("batch",), scheme="incremental")))
+                    lambda w: _unit(w, m, tasks, b, seed, device, data=data, bn_modes=("batch",), scheme="incremental")))
             for v in b.norm_variants if common else ():
                 res.setdefault((pair, f"IIW+DCC {v}"), []).append(units.run(
                     (pair, f"IIW+DCC {v}", f"seed{seed}"),
-                    lambda: _unit("IIW+DCC", tasks, b, seed, device, data=data, bn_modes=("batch",),
+                    lambda w: _unit(w, "IIW+DCC", tasks, b, seed, device, data=data, bn_modes=("batch",),
                                   net_kwargs=NORM_VARIANTS[v])))
         extra = [f"{m} (incremental)" for m in b.incremental] + [f"IIW+DCC {v}" for v in b.norm_variants]
         _rows(report, res, pair, [t.name for t in tasks], list(methods) + (extra if common else []), common, opts)
@@ -170,7 +173,7 @@ def _rows(report: Report, res: dict, pair: str, names: list[str], methods: list[
             print(f"[compat-recombination] heatmap skipped: {e}", flush=True)
 
 
-def _checks(res: dict, pair1: str, pair2: str, tasks1: tuple[TaskData, TaskData] | None) -> dict[str, Any]:
+def _checks(res: dict, pair1: str, pair2: str, tasks1: tuple[LabelledTask, LabelledTask] | None) -> dict[str, Any]:
     """The paper's ordering and the 10-point gap on pair 1's means; RP vs independent on pair 2."""
     def means(pair: str) -> dict[str, float]:
         return {m: float(np.mean([r["own_accuracy_common" if m == "upper_bound" else "recombination_accuracy"]
