@@ -5,7 +5,9 @@
   8000 train / 2000 test images since its train images are not available offline);
 * ``"digits_domains"``  -- offline: scikit-learn's digits, half as the original images, the other half
   as boundary images (10 common classes);
-* ``"digits_split"``    -- offline: original digits 0-4 vs boundary digits 5-9 (no common classes).
+* ``"digits_split"``    -- offline: original digits 0-4 vs boundary digits 5-9 (no common classes);
+* ``"mnist_mnist"``, ``"digits_same"`` -- the same-dataset controls (App. C.3): both tasks are the same
+  training and test images (MNIST; the original digits), named ``<name>-a`` and ``<name>-b``.
 
 Class names carry a dataset prefix unless the classes are the same concept (digits are ``"0".."9"``).
 
@@ -45,7 +47,7 @@ class LabelledTask:
     def classes(self) -> Sequence[str]:
         return self.test.classes
 
-PAIRS = ("mnist_usps", "fashion_kmnist", "digits_domains", "digits_split")
+PAIRS = ("mnist_usps", "fashion_kmnist", "mnist_mnist", "digits_domains", "digits_split", "digits_same")
 DIGITS = [str(i) for i in range(10)]
 
 
@@ -99,6 +101,11 @@ def _digits_pair(split_classes: bool, size: int) -> tuple[LabelledTask, Labelled
             _split("digits:boundary5-9", xb[kb], yb[kb] - 5, DIGITS[5:]))
 
 
+def _twice(t: LabelledTask) -> tuple[LabelledTask, LabelledTask]:
+    """The same images as two tasks (``<name>-a``, ``<name>-b``): a same-dataset control."""
+    return LabelledTask(f"{t.name}-a", t.x, t.y, t.test), LabelledTask(f"{t.name}-b", t.x, t.y, t.test)
+
+
 def load_pair(name: str, size: int = 16, root: str | os.PathLike | None = None, n_train: int | None = None,
               n_test: int | None = None) -> tuple[LabelledTask, LabelledTask]:
     """Two tasks of pair ``name`` (see the module doc); ``n_train`` / ``n_test`` cap the sizes."""
@@ -107,9 +114,11 @@ def load_pair(name: str, size: int = 16, root: str | os.PathLike | None = None, 
     if name == "fashion_kmnist":
         return (load_task("fashion_mnist", size, root, n_train, n_test),
                 load_task("kmnist", size, root, n_train, n_test))
-    if name in ("digits_domains", "digits_split"):
+    if name == "mnist_mnist":
+        return _twice(load_task("mnist", size, root, n_train, n_test))
+    if name in ("digits_domains", "digits_split", "digits_same"):
         a, b = _digits_pair(name == "digits_split", size)
         cap = lambda t: LabelledTask(t.name, *subsample(t.x, t.y, n_train),  # noqa: E731
-                                 TestSet(*subsample(t.test.x, t.test.y, n_test, 1), t.test.classes))
-        return cap(a), cap(b)
+                                     TestSet(*subsample(t.test.x, t.test.y, n_test, 1), t.test.classes))
+        return _twice(cap(a)) if name == "digits_same" else (cap(a), cap(b))
     raise ConfigError(f"unknown task pair {name!r}; choose one of {', '.join(PAIRS)}")

@@ -39,7 +39,9 @@ EXPERIMENTS.register_lazy("mixture-multitask", "tessera.experiments.mixture_mult
 EXPERIMENTS.register_lazy("mixture-transfer", "tessera.experiments.mixture_transfer:run",
                           help="paper 002 Table 2/9 analog: transfer to a held-out digit task by mixture weights only")
 EXPERIMENTS.register_lazy("compat-recombination", "tessera.experiments.compat_recombination:run",
-                          help="paper 004 Fig. 2 analog: recombination accuracy of IIW/RP/DCC combinations, MNIST<->USPS (+ Fashion<->KMNIST)")
+                          help="paper 004 Fig. 2 analog: recombination accuracy of IIW/RP/DCC combinations, MNIST<->USPS, same-dataset control, incremental both orders")
+EXPERIMENTS.register_lazy("compat-controls", "tessera.experiments.compat_controls:run",
+                          help="paper 004 Sec. 4 / App. C controls: split position, number of DCC classes, pretrained init, RP variants, norms, no common classes")
 EXPERIMENTS.register_lazy("compat-uda", "tessera.experiments.compat_uda:run",
                           help="paper 004 Table 1 analog: unsupervised domain adaptation MNIST<->USPS through a frozen rotation head")
 EXPERIMENTS.register_lazy("compat-heads", "tessera.experiments.compat_heads:run",

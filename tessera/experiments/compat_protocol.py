@@ -16,6 +16,7 @@ Recipes (:func:`recipe`), per network:
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,11 +25,12 @@ import torch
 from ..compat.aux import common_classes
 from ..compat.measure import TestSet, cross_correlation, evaluate, features, own_accuracy, recombination_accuracy
 from ..compat.measure import recombination_matrix
-from ..compat.methods import Trained
+from ..compat.methods import NetSpec, Trained, train_compatible
+from ..compat.tasks import LabelledTask
 from ..errors import ConfigError
 from ..train import TrainConfig
 
-__all__ = ["pct", "recipe", "paper_recipe", "measure_trained", "SCHEDULES"]
+__all__ = ["pct", "recipe", "paper_recipe", "measure_trained", "train_measure", "SCHEDULES"]
 
 SCHEDULES = ("cosine", "paper", "constant")
 
@@ -89,3 +91,13 @@ def measure_trained(tr: Trained, tests: Sequence[TestSet], *, data: str = "extra
     out["train_seconds"] = tr.seconds
     out["trained_params"] = tr.trained_params
     return out
+
+
+def train_measure(work: Path, method: str, tasks: Sequence[LabelledTask], spec: NetSpec, config: TrainConfig, *,
+                  scheme: str = "joint", rotation: str = "random", data: str = "extractor",
+                  bn_modes: Sequence[str] = ("batch",), **train_kw: Any) -> dict[str, Any]:
+    """One unit of the recombination experiments: :func:`~tessera.compat.train_compatible` in
+    ``work / "train"`` (resumable), then :func:`measure_trained` with the feature cross-correlation."""
+    tr = train_compatible(method, tasks, spec, config, scheme=scheme, rotation=rotation, out_dir=work / "train",
+                          **train_kw)
+    return measure_trained(tr, [t.test for t in tasks], data=data, bn_modes=bn_modes, correlation=True)

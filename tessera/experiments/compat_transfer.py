@@ -52,6 +52,8 @@ class Budget:
     batch_size: int = 64
     checkpoint_every: int = 200  # engine checkpoints (global steps): a killed run loses less than that
     lr: float = 2e-3
+    schedule: str = "cosine"     # "paper": App. E's lr / 10 every 5,000 steps (initial models only)
+    weight_decay: float = 0.0    # fine-tuning always without (App. E)
     n_target_train: int | None = 5000
     n_train: int | None = None
     n_test: int | None = None
@@ -60,7 +62,9 @@ class Budget:
 BUDGETS = {"quick": Budget(width=4, rp_steps=20, steps=30, finetune=(0, 5), n_train=2000, n_test=500,
                            n_target_train=1000),
            "default": Budget(),
-           "paper": Budget(seeds=10, size=32, rp_steps=5000, steps=5000, finetune=(0, 100, 500, 2000))}
+           # App. E's recipe for the initial models
+           "paper": Budget(seeds=10, size=32, rp_steps=20000, steps=20000, batch_size=512, lr=0.01, schedule="paper",
+                           weight_decay=1e-7, checkpoint_every=500, finetune=(0, 100, 500, 2000))}
 
 
 def _net(b: Budget, seed: int, iiw_seed: int | None, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -73,8 +77,8 @@ def _net(b: Budget, seed: int, iiw_seed: int | None, device: torch.device) -> tu
 
 def _unit(work: Path, src: LabelledTask, targets: list[LabelledTask], rp_x: torch.Tensor, b: Budget, seed: int,
           device: torch.device) -> dict[str, Any]:
-    cfg = lambda s: recipe(b.steps, b.batch_size, b.lr, s, device=str(device),  # noqa: E731
-                           checkpoint_every=b.checkpoint_every)
+    cfg = lambda s: recipe(b.steps, b.batch_size, b.lr, s, schedule=b.schedule,  # noqa: E731
+                           weight_decay=b.weight_decay, device=str(device), checkpoint_every=b.checkpoint_every)
     rot = lambda: RotationTask("random")  # noqa: E731
     rp_head = NetSpec("resnet", {"width": b.width}).head(4).to(device)
     rp = RP(rp_head, rot())

@@ -27,3 +27,13 @@ def count_steps(monkeypatch: Any, kill_at: int | None = None) -> dict[str, int]:
 
     monkeypatch.setattr(Trainer, "train_step", step)
     return calls
+
+
+def shared_data_root() -> "Path | None":
+    """``$TESSERA_DATA`` if set, else ``../shared/data`` beside the repo; None when neither holds MNIST."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("TESSERA_DATA")
+    cand = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return cand if (cand / "mnist").is_dir() else None
