@@ -59,7 +59,7 @@ class Budget:
     net: str = "resnet"                # widths 8 / 16 / 32, split after stage 2 at 32 channels @ 4x4
     net_kwargs: dict[str, Any] = field(default_factory=lambda: {"width": 8})
     split: str | None = None           # None: the network's split point (after stage 2)
-    steps: int = 400                   # minibatches per network
+    steps: int = 300                   # minibatches per network
     batch_size: int = 64
     lr: float = 2e-3
     schedule: str = "cosine"           # "paper": App. E's lr / 10 every 5,000 steps
@@ -67,7 +67,7 @@ class Budget:
     checkpoint_every: int = 200        # engine checkpoints (global steps): a killed run loses less than that
     rotation: str = "random"           # "all": Eq. 2 exactly (4x the rotation cost)
     n_train: int | None = None
-    n_test: int | None = None
+    n_test: int | None = 2000          # test images per task (a fixed random subset; USPS has 2,007)
     methods: tuple[str, ...] = METHODS
     same_methods: tuple[str, ...] = ("independent", "IIW", "RP", "DCC", "IIW+RP+DCC")
     bn_methods: tuple[str, ...] = ("independent", "IIW+DCC", "IIW+RP+DCC")
@@ -81,7 +81,7 @@ BUDGETS = {
     "default": Budget(),
     # App. E: ResNet-56 at 32x32, Adam 0.01, weight decay 1e-7, batch 512, 20k steps, lr / 10 every 5k
     "paper": Budget(size=32, net="resnet56", net_kwargs={"blocks": 9}, steps=20000, batch_size=512, lr=0.01,
-                    schedule="paper", weight_decay=1e-7, rotation="all", checkpoint_every=500),
+                    schedule="paper", weight_decay=1e-7, rotation="all", checkpoint_every=500, n_test=None),
 }
 
 
