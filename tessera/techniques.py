@@ -98,7 +98,10 @@ register_technique(
     experiments={
         "compat-recombination": (_X + "compat_recombination:run",
                                  "paper 004 Fig. 2 analog: recombination accuracy of IIW/RP/DCC combinations, "
-                                 "MNIST<->USPS (+ Fashion<->KMNIST)"),
+                                 "MNIST<->USPS, same-dataset control, incremental both orders"),
+        "compat-controls": (_X + "compat_controls:run",
+                            "paper 004 Sec. 4 / App. C controls: split position, number of DCC classes, pretrained "
+                            "init, RP variants, norms, no common classes"),
         "compat-uda": (_X + "compat_uda:run",
                        "paper 004 Table 1 analog: unsupervised domain adaptation MNIST<->USPS through a frozen "
                        "rotation head"),

@@ -1,13 +1,18 @@
 """Compatible components (paper 004): extractors and heads that can be recombined without fine-tuning.
 
+The verbs and classes a user calls are exported here; the rest lives in the submodules:
+
 * :mod:`.components` -- ``split_at``, ``recombine``, ``save_component`` / ``load_component`` (safetensors +
-  JSON manifest with the interface), interface checks.
-* :mod:`.aux` -- DCC (Eq. 1), RP and the ``SelfSupervisedTask`` protocol (Eq. 2), IIW helpers.
-* :mod:`.schemes` -- joint and incremental training as small functions.
-* :mod:`.measure` / :mod:`.bn` -- recombination matrix and accuracy, BN modes (App. C.1), feature
-  cross-correlation with the optimal permutation (App. C.2). :mod:`.plots` -- heatmap PNG.
+  JSON manifest with the :class:`Interface`), interface checks.
+* :mod:`.aux` -- DCC (Eq. 1), RP and the ``SelfSupervisedTask`` protocol (Eq. 2), IIW (``make_networks``).
+* :mod:`.schemes` -- joint and incremental training on the engine (``JointTraining`` is the
+  :class:`tessera.train.Method`); :mod:`.methods` -- ``train_compatible``: tasks + a method name ->
+  trained networks.
+* :mod:`.measure` / :mod:`.bn` -- recombination matrix and accuracy, BN modes at evaluation
+  (``EVAL_BN_MODES``, App. C.1), feature cross-correlation with the optimal permutation (App. C.2).
 * :mod:`.apps` -- domain adaptation via RP, one head for several architectures, faster transfer (Sec. 5).
-* :mod:`.models`, :mod:`.tasks`, :mod:`.recipes`, :mod:`.demo` -- small CNNs, task pairs, one-call setups.
+* :mod:`.models`, :mod:`.tasks`, :mod:`.plots`, :mod:`.demo` -- small CNNs and a ResNet-56, task pairs,
+  heatmaps, the ``tessera demo`` showcase.
 
 >>> import torch
 >>> from tessera.compat import build, split_at, recombine
@@ -19,18 +24,16 @@ True
 """
 from __future__ import annotations
 
-from .aux import DCC, RP, AuxObjective, RotationTask, SelfSupervisedTask, common_classes, identical_init, make_networks
-from .bn import BN_MODES, batch_stats, frozen, recompute_stats
-from .components import (Component, Interface, components, feature_shape, load_component, read_manifest, recombine,
-                         save_component, split_at)
-from .measure import (TestSet, cross_correlation, evaluate, features, own_accuracy, recombination_accuracy,
-                      recombination_matrix)
-from .models import NETS, build
-from .schemes import Member, TrainCfg, train_incremental, train_joint
+from .apps import adapt_with_rp, finetune_curve, update_head
+from .aux import DCC, RP, RotationTask, make_networks
+from .components import Component, Interface, load_component, recombine, save_component, split_at
+from .measure import TestSet, cross_correlation, evaluate, recombination_accuracy, recombination_matrix
+from .methods import NetSpec, train_compatible
+from .models import build
+from .schemes import Member, train_incremental, train_joint
+from .tasks import LabelledTask
 
-__all__ = ["DCC", "RP", "AuxObjective", "RotationTask", "SelfSupervisedTask", "common_classes", "identical_init",
-           "make_networks", "BN_MODES", "batch_stats", "frozen", "recompute_stats", "Component", "Interface",
-           "components", "feature_shape", "load_component", "read_manifest", "recombine", "save_component",
-           "split_at", "TestSet", "cross_correlation", "evaluate", "features", "own_accuracy",
-           "recombination_accuracy", "recombination_matrix", "NETS", "build", "Member", "TrainCfg",
-           "train_incremental", "train_joint"]
+__all__ = ["build", "split_at", "recombine", "save_component", "load_component", "Component", "Interface",
+           "DCC", "RP", "RotationTask", "make_networks", "Member", "train_joint", "train_incremental",
+           "NetSpec", "train_compatible", "LabelledTask", "TestSet", "evaluate", "recombination_matrix",
+           "recombination_accuracy", "cross_correlation", "adapt_with_rp", "update_head", "finetune_curve"]

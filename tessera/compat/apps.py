@@ -20,30 +20,34 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from ..train import Callback, Trainer, TrainConfig
 from .aux import RP, SelfSupervisedTask
 from .bn import frozen
 from .measure import TestSet, evaluate
 from .models import adapter
-from .schemes import Member, TrainCfg, train_joint
+from .schemes import Member, train_joint
 
 __all__ = ["adapt_with_rp", "with_adapter", "extend_head", "update_head", "finetune_curve", "reinit"]
 
 Tensor = torch.Tensor
 
 
-def adapt_with_rp(extractor: nn.Module, rp_head: nn.Module, x_target: Tensor, cfg: TrainCfg,
-                  task: SelfSupervisedTask | None = None) -> list[dict[str, float]]:
+def adapt_with_rp(extractor: nn.Module, rp_head: nn.Module, x_target: Tensor, config: TrainConfig,
+                  task: SelfSupervisedTask | None = None, *, out_dir: str | Path | None = None
+                  ) -> dict[str, Any]:
     """Sec. 5.1: minimise the self-supervised loss on unlabelled ``x_target`` (N, C, H, W), updating only
-    ``extractor``; ``rp_head`` stays bit-identical, so the extractor stays compatible with the source head."""
+    ``extractor``; ``rp_head`` stays bit-identical, so the extractor stays compatible with the source head.
+    One engine run (:func:`~tessera.compat.schemes.train_joint`; ``out_dir`` resumes it)."""
     rp = RP(rp_head, task)
     with frozen(rp_head):
-        return train_joint([Member("target", extractor, None, x_target, None)], [rp], cfg)
+        return train_joint([Member("target", extractor, None, x_target, None)], [rp], config, out_dir=out_dir)
 
 
 def with_adapter(extractor: nn.Module, in_channels: int, width: int) -> nn.Sequential:
@@ -79,11 +83,12 @@ def extend_head(head: nn.Module, num_classes: int) -> nn.Module:
     return head
 
 
-def update_head(reference: nn.Module, head: nn.Module, x: Tensor, y: Tensor, cfg: TrainCfg
-                ) -> list[dict[str, float]]:
-    """Sec. 5.2: train ``head`` on (x, y) through the *frozen* reference extractor (bit-identical)."""
+def update_head(reference: nn.Module, head: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, *,
+                out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Sec. 5.2: train ``head`` on (x, y) through the *frozen* reference extractor (bit-identical).
+    One engine run (:func:`~tessera.compat.schemes.train_joint`; ``out_dir`` resumes it)."""
     with frozen(reference):
-        return train_joint([Member("reference", reference, head, x, y)], [], cfg)
+        return train_joint([Member("reference", reference, head, x, y)], [], config, out_dir=out_dir)
 
 
 def reinit(module: nn.Module, seed: int) -> nn.Module:
@@ -98,26 +103,41 @@ def reinit(module: nn.Module, seed: int) -> nn.Module:
     return m
 
 
+class _Curve(Callback):
+    """Accuracy after the listed step counts; the list is checkpointed with the run (exact resume)."""
+
+    def __init__(self, at: Sequence[int], measure: Any):
+        self.at, self.measure, self.acc = set(at), measure, {}
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, Any]) -> None:
+        if step in self.at and str(step) not in self.acc:
+            self.acc[str(step)] = self.measure()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"acc": dict(self.acc)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.acc = dict(state["acc"])
+
+
 def finetune_curve(extractor: nn.Module, head: nn.Module, x: Tensor, y: Tensor, test: TestSet,
-                   checkpoints: Sequence[int], cfg: TrainCfg, bn: str = "batch") -> list[float]:
+                   checkpoints: Sequence[int], config: TrainConfig, bn: str = "batch", *,
+                   out_dir: str | Path | None = None) -> list[float]:
     """Sec. 5.3: test accuracy of ``head(extractor(.))`` after each of ``checkpoints`` fine-tuning steps
-    (0 = right after recombination). Works on copies; the given modules are not changed."""
+    (0 = right after recombination). Works on copies; the given modules are not changed.
+
+    One engine run of ``max(checkpoints)`` steps (``config.steps`` is replaced; ``config.schedule``
+    spans those steps); the accuracies are measured inside the run and survive a resume from ``out_dir``.
+    """
     if sorted(checkpoints) != list(checkpoints) or (checkpoints and checkpoints[0] < 0):
         raise ConfigError(f"checkpoints {list(checkpoints)} must be ascending step counts >= 0")
     ext, hd = copy.deepcopy(extractor), copy.deepcopy(head)
-    acc: list[float] = []
     ev = lambda: evaluate(ext, hd, test.x, test.y, bn=bn)  # noqa: E731
-    todo = list(checkpoints)
-    while todo and todo[0] == 0:
-        acc.append(ev())
-        todo.pop(0)
-    if not todo:
+    later = [k for k in checkpoints if k > 0]
+    acc = [ev() for k in checkpoints if k == 0]
+    if not later:
         return acc
-
-    def cb(step: int, _rec: dict[str, float]) -> None:
-        while todo and step + 1 == todo[0]:
-            acc.append(ev())
-            todo.pop(0)
-
-    train_joint([Member("finetune", ext, hd, x, y)], [], replace(cfg, steps=todo[-1], log_every=1), callback=cb)
-    return acc
+    curve = _Curve(later, ev)
+    train_joint([Member("finetune", ext, hd, x, y)], [], replace(config, steps=later[-1]), out_dir=out_dir,
+                callbacks=[curve])
+    return acc + [curve.acc[str(k)] for k in later]

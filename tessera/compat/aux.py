@@ -13,7 +13,7 @@ second forward pass, while RP runs the extractor on transformed images.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError, ShapeError
 
 __all__ = ["SelfSupervisedTask", "RotationTask", "AuxObjective", "DCC", "RP", "common_classes",
-           "identical_init", "make_networks"]
+           "identical_init", "load_pretrained", "make_networks"]
 
 Tensor = torch.Tensor
 
@@ -89,7 +89,10 @@ class AuxObjective(nn.Module):
         super().__init__()
         self.head, self.weight = head, float(weight)
 
-    def loss(self, extractor: nn.Module, x: Tensor, y: Tensor, feats: Tensor, task: int) -> Tensor:
+    def loss(self, extractor: nn.Module, x: Tensor, y: Tensor, feats: Tensor, task: int,
+             generator: torch.Generator | None = None) -> Tensor:
+        """This objective's loss on one minibatch; ``generator`` seeds any random draw (per step, from
+        the engine's :meth:`~tessera.train.Trainer.generator`, so that resume and ranks agree)."""
         raise NotImplementedError
 
 
@@ -98,22 +101,34 @@ class DCC(AuxObjective):
 
     ``task_classes[t]`` lists task ``t``'s class names (label ``i`` is ``task_classes[t][i]``). The head
     predicts ``len(self.classes)`` common classes. The loss is ``sum_i CE * 1[y_i in C] / batch`` (Eq. 1's
-    indicator inside a per-batch mean).
+    indicator inside a per-batch mean). ``classes``: use only these common classes (App. C.5 varies
+    their number); default all of them.
 
     >>> d = DCC(nn.Linear(4, 2), [["a", "b", "c"], ["c", "a"]])
     >>> d.classes, d.label_map[1].tolist()
     (['a', 'c'], [1, 0])
+    >>> DCC(nn.Linear(4, 1), [["a", "b", "c"], ["c", "a"]], classes=["c"]).label_map[0].tolist()
+    [-1, -1, 0]
     """
 
     name = "dcc"
 
-    def __init__(self, head: nn.Module, task_classes: Sequence[Sequence[str]], weight: float = 1.0):
+    def __init__(self, head: nn.Module, task_classes: Sequence[Sequence[str]], weight: float = 1.0,
+                 classes: Sequence[str] | None = None):
         super().__init__(head, weight)
-        self.classes = common_classes(*task_classes)
-        if len(task_classes) < 1 or not self.classes:
+        common = common_classes(*task_classes)
+        if len(task_classes) < 1 or not common:
             shown = "; ".join(f"task {t}: {list(c)[:5]}" for t, c in enumerate(task_classes))
             raise ConfigError(f"DCC needs classes common to all tasks, but these share none ({shown}); "
                               f"use RP (rotation prediction) for tasks without common classes")
+        if classes is not None:
+            extra = [str(c) for c in classes if str(c) not in common]
+            if extra or not classes:
+                raise ConfigError(f"DCC classes={list(classes)[:5]}: {extra[:3] or 'empty'} not among the common "
+                                  f"classes {common[:10]}; pass a non-empty subset of them")
+            keep = {str(c) for c in classes}
+            common = [c for c in common if c in keep]
+        self.classes = common
         idx = {c: i for i, c in enumerate(self.classes)}
         for t, cl in enumerate(task_classes):  # buffers: move with .to(device), not saved as parameters
             self.register_buffer(f"_map{t}", torch.tensor([idx.get(str(c), -1) for c in cl]), persistent=False)
@@ -124,7 +139,8 @@ class DCC(AuxObjective):
         """Per task: a tensor mapping its labels to common-class indices (-1: not common)."""
         return [getattr(self, f"_map{t}") for t in range(self.num_tasks)]
 
-    def loss(self, extractor: nn.Module, x: Tensor, y: Tensor, feats: Tensor, task: int) -> Tensor:
+    def loss(self, extractor: nn.Module, x: Tensor, y: Tensor, feats: Tensor, task: int,
+             generator: torch.Generator | None = None) -> Tensor:
         m = self.label_map[task][y]  # (N,) common index or -1
         keep = m >= 0
         if not keep.any():
@@ -137,7 +153,12 @@ class DCC(AuxObjective):
 
 
 class RP(AuxObjective):
-    """Shared self-supervised head (Eq. 2); rotation prediction by default, any SelfSupervisedTask works."""
+    """Shared self-supervised head (Eq. 2); rotation prediction by default, any SelfSupervisedTask works.
+
+    Random transformations (``RotationTask("random")``) are drawn from the ``generator`` passed to
+    :meth:`loss` (the training schemes pass the engine's per-step generator), else from the one given
+    here, else from torch's global RNG.
+    """
 
     name = "rp"
 
@@ -151,8 +172,8 @@ class RP(AuxObjective):
         self.generator = generator
 
     def loss(self, extractor: nn.Module, x: Tensor, y: Tensor | None = None, feats: Tensor | None = None,
-             task: int = 0) -> Tensor:
-        xs, ys = self.task.make_batch(x, self.generator)
+             task: int = 0, generator: torch.Generator | None = None) -> Tensor:
+        xs, ys = self.task.make_batch(x, generator if generator is not None else self.generator)
         logits = self.head(extractor(xs))  # (M, num_classes)
         if logits.shape[1] != self.task.num_classes:
             raise ShapeError(f"RP head outputs {logits.shape[1]} classes but {self.task.name} has "
@@ -162,11 +183,16 @@ class RP(AuxObjective):
 
 # ---------------------------------------------------------------------------------------------- IIW
 
-def identical_init(models: Sequence[nn.Module], source: nn.Module | dict[str, Tensor] | None = None
-                   ) -> Sequence[nn.Module]:
+Weights = nn.Module | Mapping[str, Tensor]
+
+
+def _state(src: Weights) -> Mapping[str, Tensor]:
+    return src.state_dict() if isinstance(src, nn.Module) else src
+
+
+def identical_init(models: Sequence[nn.Module], source: Weights | None = None) -> Sequence[nn.Module]:
     """Give every model the same weights: ``source``'s (random or pretrained), else ``models[0]``'s."""
-    src = source if source is not None else models[0]
-    sd = src.state_dict() if isinstance(src, nn.Module) else src
+    sd = _state(source if source is not None else models[0])
     for m in models:
         own = m.state_dict()
         bad = sorted(set(own) ^ set(sd)) or [k for k in own if own[k].shape != sd[k].shape]
@@ -177,9 +203,32 @@ def identical_init(models: Sequence[nn.Module], source: nn.Module | dict[str, Te
     return models
 
 
+def load_pretrained(model: nn.Module, weights: Weights) -> nn.Module:
+    """Copy ``weights`` into ``model``; every key of ``weights`` must exist in ``model`` with its shape.
+
+    Keys ``weights`` lacks (e.g. a classifier for another number of classes) keep ``model``'s own values.
+
+    >>> m = load_pretrained(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 3)), {"0.bias": torch.ones(2)})
+    >>> m[0].bias.tolist()
+    [1.0, 1.0]
+    """
+    sd, own = _state(weights), model.state_dict()
+    bad = [k for k in sd if k not in own or tuple(own[k].shape) != tuple(sd[k].shape)]
+    if bad:
+        k = bad[0]
+        what = "is not in the model" if k not in own else f"has shape {tuple(sd[k].shape)}, the model {tuple(own[k].shape)}"
+        raise ShapeError(f"pretrained weight {k!r} {what}; pretrain the same architecture (drop the keys that differ)")
+    model.load_state_dict({**own, **{k: v for k, v in sd.items()}})
+    return model
+
+
 def make_networks(build_fn: Callable[[], nn.Module], n: int, seed: int, iiw: bool = False,
-                  pretrained: nn.Module | dict[str, Tensor] | None = None) -> list[nn.Module]:
-    """``n`` networks from ``build_fn``: identical (IIW: seeded once, or ``pretrained``) or distinct seeds.
+                  pretrained: Weights | Sequence[Weights] | None = None) -> list[nn.Module]:
+    """``n`` networks from ``build_fn``: identical (IIW: seeded once) or distinct seeds.
+
+    ``pretrained``: with ``iiw``, one set of weights every network starts from (the paper's identical
+    *pre-trained* weights); without ``iiw``, one set per network (*different* pre-trained weights).
+    A set may cover only part of the network (see :func:`load_pretrained`); the rest is seeded as usual.
 
     >>> a, b = make_networks(lambda: nn.Linear(3, 2), 2, seed=0, iiw=True)
     >>> torch.equal(a.weight, b.weight)
@@ -189,9 +238,17 @@ def make_networks(build_fn: Callable[[], nn.Module], n: int, seed: int, iiw: boo
     for i in range(n):
         torch.manual_seed(seed * 1000 + (0 if iiw else i))
         nets.append(build_fn())
+    if pretrained is None:
+        if iiw:
+            identical_init(nets, copy.deepcopy(nets[0]))
+        return nets
     if iiw:
-        identical_init(nets, pretrained if pretrained is not None else copy.deepcopy(nets[0]))
-    elif pretrained is not None:
-        raise ConfigError("pretrained weights without iiw=True would make the networks identical; pass iiw=True "
-                          "or give each network its own pretrained weights")
-    return nets
+        if not isinstance(pretrained, (nn.Module, Mapping)):
+            raise ConfigError("IIW starts every network from ONE set of pretrained weights; pass a module or a "
+                              "state dict, not a list")
+        load_pretrained(nets[0], pretrained)
+        return list(identical_init(nets, copy.deepcopy(nets[0])))
+    if isinstance(pretrained, (nn.Module, Mapping)) or len(pretrained) != n:
+        raise ConfigError(f"without IIW each of the {n} networks needs its own pretrained weights (one set would "
+                          f"make them identical); pass a list of {n}, or iiw=True")
+    return [load_pretrained(m, w) for m, w in zip(nets, pretrained)]

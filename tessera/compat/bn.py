@@ -1,6 +1,7 @@
 """BatchNorm statistics at recombination time (App. C.1) and freezing modules bit-exactly.
 
-Three ways to normalise with BatchNorm when a network is evaluated:
+Three ways to normalise with BatchNorm when a network is evaluated (``EVAL_BN_MODES``; not to be
+confused with :data:`tessera.mixture.BN_MODES`, which says how a mixture network *shares* BN layers):
 
 * ``"train"``     -- the running statistics aggregated during training (PyTorch's ``eval()``);
 * ``"batch"``     -- the statistics of each test batch (the paper's default after recombination);
@@ -27,9 +28,9 @@ from ..errors import ConfigError
 from ..nn.norm import bn_layers as _tracked_bn_layers
 from ..nn.norm import reestimate_bn
 
-__all__ = ["BN_MODES", "batch_stats", "frozen", "recompute_stats", "bn_layers", "eval_mode"]
+__all__ = ["EVAL_BN_MODES", "batch_stats", "frozen", "recompute_stats", "bn_layers", "eval_mode"]
 
-BN_MODES = ("train", "batch", "recompute")
+EVAL_BN_MODES = ("train", "batch", "recompute")
 _BUFS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -65,21 +66,29 @@ def batch_stats(*modules: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Inside, ``modules`` get no gradients and keep every tensor bit-identical (BN uses batch statistics).
+    """Inside, ``modules`` get no gradients and keep every tensor bit-identical.
 
-    Gradients still flow *through* a frozen module to whatever feeds it (e.g. an extractor trained
-    against a frozen auxiliary head).
+    Parameters are marked ``requires_grad=False`` (so no optimizer holds them); BatchNorm layers stop
+    tracking statistics (``track_running_stats=False``): in training mode they normalise by batch
+    statistics and leave their running buffers untouched. The buffers stay registered, so a checkpoint
+    written inside saves and loads them. Gradients still flow *through* a frozen module to whatever
+    feeds it (e.g. an extractor trained against a frozen auxiliary head). Flags are restored on exit.
     """
     params = {id(p): p for m in modules for p in m.parameters()}
     flags = {k: p.requires_grad for k, p in params.items()}
+    bns = bn_layers(*modules)
+    tracking = [bn.track_running_stats for bn in bns]
     for p in params.values():
         p.requires_grad_(False)
+    for bn in bns:
+        bn.track_running_stats = False
     try:
-        with batch_stats(*modules):
-            yield
+        yield
     finally:
         for k, p in params.items():
             p.requires_grad_(flags[k])
+        for bn, t in zip(bns, tracking):
+            bn.track_running_stats = t
 
 
 def recompute_stats(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
@@ -97,8 +106,8 @@ def eval_mode(module: nn.Module, bn: str = "batch", batches: Iterable[torch.Tens
     ``batches`` (the test images) are needed for ``"recompute"``. Every submodule's train/eval mode is
     restored on exit.
     """
-    if bn not in BN_MODES:
-        raise ConfigError(f"unknown BN mode {bn!r}; choose one of {', '.join(BN_MODES)}")
+    if bn not in EVAL_BN_MODES:
+        raise ConfigError(f"unknown BN mode {bn!r}; choose one of {', '.join(EVAL_BN_MODES)}")
     modes = [(m, m.training) for m in module.modules()]
     try:
         if bn == "recompute":

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .bn import BN_MODES, eval_mode
+from .bn import eval_mode
 from .components import recombine
 
 __all__ = ["TestSet", "evaluate", "predict", "recombination_matrix", "recombination_accuracy", "own_accuracy",
-           "features", "cross_correlation", "BN_MODES"]
+           "features", "cross_correlation"]
 
 Tensor = torch.Tensor
 

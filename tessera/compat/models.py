@@ -2,7 +2,10 @@
 
 Every network is ``stem -> stage1 -> stage2 -> [l2] -> stage3 -> pool -> fc``; the attribute
 ``split_point`` names the module after which it splits into a feature extractor and a head (after the
-second stage, as in the paper's ResNet-56 split). Norm layers are chosen by name (App. C.1):
+second stage, as in the paper's ResNet-56 split). ``resnet56`` is the paper's shape (He et al.'s CIFAR
+ResNet: 16/32/64 channels, 9 basic blocks per stage, stride-1 first stage; split after stage 2 at 32
+channels and half the input resolution, 32 @ 16x16 for 32x32 images); the small ``resnet`` (1 block
+per stage, widths w / 2w / 4w after a stride-2 first stage) is the cheap default of the experiments. Norm layers are chosen by name (App. C.1):
 ``"bn"`` BatchNorm, ``"ln"`` LayerNorm (GroupNorm with one group), ``"in"`` InstanceNorm (GroupNorm
 with one channel per group), ``"none"``.
 
@@ -11,7 +14,12 @@ with one channel per group), ``"none"``.
 >>> net(torch.zeros(2, 1, 28, 28)).shape, net.split_point
 (torch.Size([2, 10]), 'stage2')
 >>> NETS.names()
-['lenet', 'mobilenet', 'resnet', 'wide_resnet']
+['lenet', 'mobilenet', 'resnet', 'resnet56', 'wide_resnet']
+>>> from tessera.compat.components import feature_shape, split_at
+>>> r56 = build("resnet56")
+>>> ext, head = split_at(r56, r56.split_point)
+>>> sum(isinstance(m, BasicBlock) for m in r56.modules()), feature_shape(ext, (1, 32, 32))
+(27, (32, 16, 16))
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 __all__ = ["NETS", "build", "make_norm", "ConvNormAct", "BasicBlock", "InvertedResidual", "L2Features",
-           "mobile_head", "adapter", "NORMS"]
+           "mobile_head", "mobile_head_body", "adapter", "NORMS"]
 
 NETS: Registry = Registry("compat network")
 NORMS = ("bn", "ln", "in", "none")
@@ -127,6 +135,21 @@ def resnet(num_classes: int = 10, in_chans: int = 1, width: int = 16, depth: int
                    4 * w, num_classes, l2_features)
 
 
+@NETS.register("resnet56", help="the paper's ResNet-56 shape: 3 stages x 9 blocks, 16/32/64, stride-1 first stage")
+def resnet56(num_classes: int = 10, in_chans: int = 1, width: int = 16, blocks: int = 9, norm: str = "bn",
+             l2_features: bool = False) -> nn.Sequential:
+    """(N, in, H, W) -> stage2 features (N, 2w, H/2, W/2) -> logits; ``blocks=n`` is ResNet-(6n+2).
+
+    Shortcuts that change the shape are 1x1 convolutions (He et al.'s option B; their CIFAR nets pad
+    with zeros, option A). Stage ``k``'s blocks are ``stage{k}.0`` .. ``stage{k}.{blocks-1}``: split
+    inside a stage with a dotted name, e.g. ``split_at(net, "stage3.0")`` (App. C.4's sweep).
+    """
+    w = width
+    return _stages(ConvNormAct(in_chans, w, 3, 1, norm), _blocks(w, w, blocks, 1, norm),
+                   _blocks(w, 2 * w, blocks, 2, norm), _blocks(2 * w, 4 * w, blocks, 2, norm),
+                   4 * w, num_classes, l2_features)
+
+
 @NETS.register("wide_resnet", help="wide ResNet-style: 2x the width, 2 blocks per stage")
 def wide_resnet(num_classes: int = 10, in_chans: int = 1, width: int = 32, depth: int = 2, norm: str = "bn",
                 l2_features: bool = False) -> nn.Sequential:
@@ -156,14 +179,24 @@ def lenet(num_classes: int = 10, in_chans: int = 1, width: int = 16, norm: str =
     return _stages(ConvNormAct(in_chans, w, 5, 1, norm), s1, s2, s3, 4 * w, num_classes, l2_features)
 
 
-def mobile_head_body(cin: int, cout: int, norm: str = "bn") -> nn.Sequential:
-    """Two inverted residual blocks: the body of a MobileNet-style head."""
-    return nn.Sequential(InvertedResidual(cin, cout, 1, 4, norm), InvertedResidual(cout, cout, 1, 4, norm))
+def mobile_head_body(cin: int, cout: int, norm: str = "bn", blocks: int = 2, expansion: int = 4) -> nn.Sequential:
+    """``blocks`` stride-1 inverted residual blocks: the body of a MobileNet-style head."""
+    if blocks < 1:
+        raise ConfigError(f"a MobileNet-style head needs blocks >= 1, got {blocks}")
+    return nn.Sequential(*[InvertedResidual(cin if i == 0 else cout, cout, 1, expansion, norm) for i in range(blocks)])
 
 
-def mobile_head(width: int, num_classes: int, norm: str = "bn") -> nn.Sequential:
-    """MobileNet-style head on (N, width, h, w) features of any resolution -> (N, classes)."""
-    return nn.Sequential(OrderedDict([("stage3", mobile_head_body(width, width, norm)),
+def mobile_head(width: int, num_classes: int, norm: str = "bn", blocks: int = 2, expansion: int = 4) -> nn.Sequential:
+    """MobileNet-style head on (N, width, h, w) features of any resolution -> (N, classes).
+
+    The paper's head (Sec. 5.2) is MobileNet V2 after its 11th of 17 inverted residual blocks: 6 blocks
+    with expansion 6 (``blocks=6, expansion=6``); here every block keeps ``width`` channels, stride 1,
+    and there is no final 1280-channel 1x1 convolution.
+
+    >>> sum(isinstance(m, InvertedResidual) for m in mobile_head(8, 10, blocks=6, expansion=6).modules())
+    6
+    """
+    return nn.Sequential(OrderedDict([("stage3", mobile_head_body(width, width, norm, blocks, expansion)),
                                       ("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
                                       ("fc", nn.Linear(width, num_classes))]))
 

@@ -1,20 +1,23 @@
-"""``tessera reproduce compat-recombination``: paper 004, Fig. 2 analog (plus Fig. 5 and Fig. 6 analogs).
+"""``tessera reproduce compat-recombination``: paper 004, Fig. 2 analog, its same-dataset control (App. C.3)
+and incremental training in both orders (Sec. 4).
 
-Pair 1 (MNIST <-> USPS, 10 common classes, 16x16): every combination of IIW, RP and DCC trained jointly,
-plus independent networks and the upper bound (independent networks, each with its own rotation head).
-Metric: recombination accuracy (extractor of one task + head of the other, that extractor's test set,
-common classes, test-batch BN statistics), each network's own accuracy, the feature cross-correlation
-with and without the optimal channel permutation, the BN modes of App. C.1 for a few methods and
-LayerNorm / InstanceNorm / L2-normalised features for IIW+DCC, and IIW+RP+DCC trained incrementally
-(network a with the auxiliary heads, then network b against them frozen).
-Pair 2 (Fashion-MNIST <-> KMNIST, no common classes): RP without DCC; the recombined network is the
-*other* task's extractor with a task's own head, on that task's test set (Sec. 5.3's measurement).
+Pair (MNIST <-> USPS, 10 common classes): every combination of IIW, RP and DCC trained jointly, plus
+independent networks and the upper bound (independent networks, each with its own rotation head).
+Same-dataset control (MNIST <-> MNIST, the same images for both networks): whether a method can make
+two networks compatible when the data allows it. Incremental: network a with the auxiliary heads,
+then network b against them frozen, starting from identical initial weights; both orders (the paper
+averages MNIST-first and USPS-first). Metric: recombination accuracy (extractor of one task + head of
+the other, that extractor's test set, common classes, test-batch BN statistics), each network's own
+accuracy, the feature cross-correlation with and without the optimal channel permutation (App. C.2),
+and the BN modes of App. C.1 for a few methods. The controls that explain the rows (split position,
+number of common classes, pretrained init, ...) are ``tessera reproduce compat-controls``.
 
-Paper values (``paper``) are the CIFAR-10 / STL-10 numbers of Fig. 2 / Sec. 4, for orientation only.
+Paper values (``paper``) are CIFAR-10 / STL-10 numbers quoted from the paper's text (Sec. 4 for Fig. 2
+and the incremental row; App. C.1 for the BN row); rows whose number appears only in a plot have none.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,174 +25,213 @@ import numpy as np
 import torch
 
 from ..compat.aux import common_classes
+from ..compat.methods import METHODS, NetSpec
 from ..compat.plots import heatmap
-from ..compat.recipes import NetSpec, TaskData, measure_trained, train_method
-from ..compat.schemes import TrainCfg
-from ..compat.tasks import load_pair
+from ..compat.tasks import LabelledTask, load_pair
 from ..errors import ConfigError
-from ..results import Report
-from . import RunOptions
+from ..results import Report, mean_stderr
 from ..threads import intra_op_threads
-from .compat_common import Units, device_of, pct
+from ..train import TrainConfig
+from ..train.dist import select_device
+from . import RunOptions
+from .compat_protocol import pct, recipe, train_measure
+from .units import Units
 
-__all__ = ["run", "Budget", "BUDGETS", "PAPER"]
+__all__ = ["run", "Budget", "BUDGETS", "PAPER", "spec_of", "config_of", "ordering"]
 
+# Sec. 4 text (Fig. 2 values): recombination accuracy, %, averaged over CIFAR-10 and STL-10.
 PAPER = {"independent": 10.6, "IIW": 25.1, "RP": 50.1, "DCC": 65.8, "IIW+RP+DCC": 76.7, "upper_bound": 85.6}
-PAPER_OWN = {"IIW+RP+DCC": 86.3}
-PAPER_BN_TRAIN = {"IIW+DCC": 32.4}
-PAPER_INCREMENTAL = {"IIW+RP+DCC (incremental)": 72.7}
-ALL = ("independent", "IIW", "RP", "DCC", "IIW+RP", "IIW+DCC", "RP+DCC", "IIW+RP+DCC", "upper_bound")
-NO_COMMON = ("independent", "IIW", "RP", "IIW+RP", "upper_bound")
-NORM_VARIANTS = {"LayerNorm": {"norm": "ln"}, "InstanceNorm": {"norm": "in"}, "L2 features": {"l2_features": True}}
+PAPER_OWN = {"IIW+RP+DCC": 86.3}          # Sec. 4 text: own accuracy of the IIW+RP+DCC networks
+PAPER_INCREMENTAL = 72.7                  # Sec. 4 text, "Joint vs. incremental training" (76.7 -> 72.7)
+PAPER_BN_TRAIN = {"IIW+DCC": 32.4}        # App. C.1 text: training BN statistics (Fig. 5)
+# App. C.2 text (Fig. 6): mean feature cross-correlation, direct (RP, DCC) / after the optimal permutation
+PAPER_CORR = {("RP", "feature_correlation"): 0.38, ("DCC", "feature_correlation"): 0.19,
+              ("independent", "feature_correlation_permuted"): 0.34}
+PAPER_ORDER = ("independent", "IIW", "RP", "DCC", "IIW+RP+DCC", "upper_bound")
 
 
 @dataclass
 class Budget:
-    seeds: int = 3
-    pair1: str = "mnist_usps"
-    pair2: str = "fashion_kmnist"
+    seeds: int = 10
+    pair: str = "mnist_usps"
+    same_pair: str = "mnist_mnist"     # App. C.3's control: both networks on the same data
     size: int = 16
-    width: int = 16               # ResNet-56's widths: 16 / 32 / 64 channels (3 stages of 1 block here)
-    steps: int = 400              # per network
+    net: str = "resnet"                # widths 8 / 16 / 32, split after stage 2 at 32 channels @ 4x4
+    net_kwargs: dict[str, Any] = field(default_factory=lambda: {"width": 8})
+    split: str | None = None           # None: the network's split point (after stage 2)
+    steps: int = 300                   # minibatches per network
     batch_size: int = 64
     lr: float = 2e-3
-    rotation: str = "random"      # "all": Eq. 2 exactly (4x the rotation cost)
+    schedule: str = "cosine"           # "paper": App. E's lr / 10 every 5,000 steps
+    weight_decay: float = 0.0
+    checkpoint_every: int = 200        # engine checkpoints (global steps): a killed run loses less than that
+    rotation: str = "random"           # "all": Eq. 2 exactly (4x the rotation cost)
     n_train: int | None = None
-    n_test: int | None = None
-    methods1: tuple[str, ...] = ALL
-    methods2: tuple[str, ...] = NO_COMMON
+    n_test: int | None = 2000          # test images per task (a fixed random subset; USPS has 2,007)
+    methods: tuple[str, ...] = METHODS
+    same_methods: tuple[str, ...] = ("independent", "IIW", "RP", "DCC", "IIW+RP+DCC")
     bn_methods: tuple[str, ...] = ("independent", "IIW+DCC", "IIW+RP+DCC")
-    norm_variants: tuple[str, ...] = tuple(NORM_VARIANTS)
-    incremental: tuple[str, ...] = ("IIW+RP+DCC",)  # also trained incrementally (Sec. 4, 76.7 -> 72.7)
+    incremental: tuple[str, ...] = ("IIW+RP+DCC",)  # trained incrementally too, in both orders
 
 
 BUDGETS = {
-    "quick": Budget(steps=30, width=4, n_train=2000, n_test=500, methods1=("independent", "IIW+RP+DCC", "upper_bound"),
-                    methods2=("independent", "RP"), bn_methods=("IIW+RP+DCC",), norm_variants=(),
-                    incremental=()),
+    "quick": Budget(seeds=2, steps=30, net_kwargs={"width": 4}, n_train=2000, n_test=500,
+                    methods=("independent", "IIW+RP+DCC", "upper_bound"), same_methods=("RP",),
+                    bn_methods=("IIW+RP+DCC",), incremental=()),
     "default": Budget(),
-    "paper": Budget(seeds=10, size=32, steps=5000, rotation="all"),
+    # App. E: ResNet-56 at 32x32, Adam 0.01, weight decay 1e-7, batch 512, 20k steps, lr / 10 every 5k
+    "paper": Budget(size=32, net="resnet56", net_kwargs={"blocks": 9}, steps=20000, batch_size=512, lr=0.01,
+                    schedule="paper", weight_decay=1e-7, rotation="all", checkpoint_every=500, n_test=None),
 }
 
 
+def spec_of(b: Budget, **kwargs: Any) -> NetSpec:
+    """The budget's network (``kwargs`` override its keyword arguments, ``split`` its split point)."""
+    split = kwargs.pop("split", b.split)
+    return NetSpec(b.net, {**b.net_kwargs, **kwargs}, split)
+
+
+def config_of(b: Budget, seed: int, device: torch.device, steps: int | None = None) -> TrainConfig:
+    """The budget's per-network training recipe as an engine config."""
+    return recipe(steps or b.steps, b.batch_size, b.lr, seed, schedule=b.schedule, weight_decay=b.weight_decay,
+                  device=str(device), checkpoint_every=b.checkpoint_every)
+
+
 def _label(pair: str) -> str:
-    return {"mnist_usps": "mnist<->usps", "fashion_kmnist": "fashion_mnist<->kmnist"}.get(pair, pair)
-
-
-def _unit(method: str, tasks: tuple[TaskData, TaskData], b: Budget, seed: int, device: torch.device, *,
-          data: str, bn_modes: tuple[str, ...], net_kwargs: dict[str, Any] | None = None,
-          scheme: str = "joint") -> dict[str, Any]:
-    spec = NetSpec("resnet", {"width": b.width, **(net_kwargs or {})})
-    cfg = TrainCfg(steps=b.steps, batch_size=b.batch_size, lr=b.lr, seed=seed, log_every=0)
-    tr = train_method(method, tasks, spec, cfg, scheme=scheme, rotation=b.rotation, device=device)
-    return measure_trained(tr, [t.test for t in tasks], data=data, bn_modes=bn_modes, correlation=True)
-
-
-@intra_op_threads(1)
-def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, Any]:
-    """Fig. 2 analog on two task pairs; ``pairs`` overrides (pair1, pair2), e.g. the offline digits pairs."""
-    if opts.budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {opts.budget!r} for compat-recombination; choose {', '.join(BUDGETS)}")
-    b = replace(BUDGETS[opts.budget])
-    if pairs is not None:
-        b.pair1, b.pair2 = pairs
-    seeds = opts.seeds if opts.seeds is not None else b.seeds
-    device = device_of(opts)
-    config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "net": "resnet", "optimizer": "adam, cosine",
-              "bn_at_test": "test-batch statistics (batch 500) unless noted", "units": "percent",
-              "paper_values": "CIFAR-10 / STL-10 (Fig. 2), for orientation"}
-    report = Report("compat-recombination", config=config, device=str(device))
-    units = Units(opts, "compat-recombination", config)
-    res: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    tasks1: tuple[TaskData, TaskData] | None = None
-    for pair, methods, data in ((b.pair1, b.methods1, "extractor"), (b.pair2, b.methods2, "head")):
-        if not methods:
-            continue
-        tasks = load_pair(pair, b.size, opts.data_root, b.n_train, b.n_test)
-        common = data == "extractor"
-        if common:
-            tasks1 = tasks
-        for seed in range(seeds):
-            for m in methods:
-                if "DCC" in m.split("+") and not common:
-                    continue
-                modes = ("batch", "train", "recompute") if common and m in b.bn_methods else ("batch",)
-                res.setdefault((pair, m), []).append(units.run(
-                    (pair, m, f"seed{seed}"),
-                    lambda: _unit(m, tasks, b, seed, device, data=data, bn_modes=modes)))
-            for m in b.incremental if common else ():
-                res.setdefault((pair, f"{m} (incremental)"), []).append(units.run(
-                    (pair, f"{m} incremental", f"seed{seed}"),
-                    lambda: _unit(m, tasks, b, seed, device, data=data, bn_modes=("batch",), scheme="incremental")))
-            for v in b.norm_variants if common else ():
-                res.setdefault((pair, f"IIW+DCC {v}"), []).append(units.run(
-                    (pair, f"IIW+DCC {v}", f"seed{seed}"),
-                    lambda: _unit("IIW+DCC", tasks, b, seed, device, data=data, bn_modes=("batch",),
-                                  net_kwargs=NORM_VARIANTS[v])))
-        extra = [f"{m} (incremental)" for m in b.incremental] + [f"IIW+DCC {v}" for v in b.norm_variants]
-        _rows(report, res, pair, [t.name for t in tasks], list(methods) + (extra if common else []), common, opts)
-    report.config["checks"] = _checks(res, b.pair1, b.pair2, tasks1)
-    return report.write(opts.json)
+    return {"mnist_usps": "mnist<->usps", "fashion_kmnist": "fashion_mnist<->kmnist",
+            "mnist_mnist": "mnist<->mnist (same dataset)"}.get(pair, pair)
 
 
 def _name(m: str) -> str:
     return "upper bound" if m == "upper_bound" else m
 
 
-def _rows(report: Report, res: dict, pair: str, names: list[str], methods: list[str], common: bool,
-          opts: RunOptions) -> None:
-    setting = _label(pair)
-    for m in methods:
-        rs = res.get((pair, m))
-        if not rs:
-            continue
-        where = setting if " " not in m else f"{setting} (incremental)" if "incremental" in m else f"{setting} (norm variants)"
-        params = rs[0]["trained_params"]
-        key = "own_accuracy_common" if m == "upper_bound" else "recombination_accuracy"
-        report.add_row(setting=where, method=_name(m), metric="recombination_accuracy",
-                       values=[pct(r[key]) for r in rs], trained_params=params,
-                       paper=(PAPER.get(m) or PAPER_INCREMENTAL.get(m)) if common else None,
-                       **({"note": "each network on its own task, common classes (own rotation heads)"}
-                          if m == "upper_bound" else {}))
-        report.add_row(setting=where, method=_name(m), metric="own_accuracy", values=[pct(r["own_accuracy"]) for r in rs],
-                       paper=PAPER_OWN.get(m) if common else None, trained_params=params)
-        for k in ("correlation", "correlation_permuted"):
-            report.add_row(setting=where, method=_name(m), metric=f"feature_{k}", values=[r[k] for r in rs], paper=None)
-        for mode in ("train", "recompute"):
-            if f"recombination_accuracy_{mode}" in rs[0]:
-                report.add_row(setting=f"{setting} (BN {mode} statistics)", method=_name(m),
-                               metric="recombination_accuracy",
-                               values=[pct(r[f"recombination_accuracy_{mode}"]) for r in rs],
-                               paper=PAPER_BN_TRAIN.get(m) if mode == "train" else None)
-        mat = np.mean([np.asarray(r["matrix"]) for r in rs], axis=0)
-        path = Path(opts.out) / "compat-recombination" / f"{pair}_{m.replace('+', '-').replace(' ', '_')}.png"
-        try:
-            heatmap(mat, [f"f {n}" for n in names], [f"h {n}" for n in names], path,
-                    title=f"{setting}: {_name(m)} (mean of {len(rs)} seeds)")
-        except Exception as e:  # a plot must never lose the results
-            print(f"[compat-recombination] heatmap skipped: {e}", flush=True)
+def _key(m: str, r: dict[str, Any]) -> float:
+    return r["own_accuracy_common" if m == "upper_bound" else "recombination_accuracy"]
 
 
-def _checks(res: dict, pair1: str, pair2: str, tasks1: tuple[TaskData, TaskData] | None) -> dict[str, Any]:
-    """The paper's ordering and the 10-point gap on pair 1's means; RP vs independent on pair 2."""
-    def means(pair: str) -> dict[str, float]:
-        return {m: float(np.mean([r["own_accuracy_common" if m == "upper_bound" else "recombination_accuracy"]
-                                  for r in rs])) for (p, m), rs in res.items() if p == pair}
+@intra_op_threads(1)
+def run(opts: RunOptions, *, pairs: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Fig. 2 analog + same-dataset control + incremental orders; ``pairs`` overrides (pair, same_pair)."""
+    if opts.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {opts.budget!r} for compat-recombination; choose {', '.join(BUDGETS)}")
+    b = replace(BUDGETS[opts.budget])
+    if pairs is not None:
+        b.pair, b.same_pair = pairs
+    seeds = opts.seeds if opts.seeds is not None else b.seeds
+    device = select_device(opts.device)
+    config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "optimizer": f"adam, {b.schedule}",
+              "trainer": "tessera.train (engine)", "bn_at_test": "test-batch statistics (batch 500) unless noted",
+              "units": "percent", "paper_values": "CIFAR-10 / STL-10, quoted from Sec. 4 / App. C.1 text"}
+    report = Report("compat-recombination", config=config, device=str(device))
+    units = Units(opts, "compat-recombination", config)
+    res: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    tasks = load_pair(b.pair, b.size, opts.data_root, b.n_train, b.n_test)
+    same = load_pair(b.same_pair, b.size, opts.data_root, b.n_train, b.n_test) if b.same_methods else None
+    for seed in range(seeds):
+        for m in b.methods:
+            modes = ("batch", "train", "recompute") if m in b.bn_methods else ("batch",)
+            res.setdefault((b.pair, m), []).append(units.run(
+                (b.pair, m, f"seed{seed}"),
+                lambda w: train_measure(w, m, tasks, spec_of(b), config_of(b, seed, device), rotation=b.rotation,
+                                        bn_modes=modes)))
+        for m in b.incremental:
+            for order in (tasks, tasks[::-1]):
+                res.setdefault((b.pair, f"{m} (incremental, {order[0].name} first)"), []).append(units.run(
+                    (b.pair, f"{m} incremental {order[0].name}-first", f"seed{seed}"),
+                    lambda w: train_measure(w, m, order, spec_of(b), config_of(b, seed, device), scheme="incremental",
+                                            rotation=b.rotation)))
+        for m in b.same_methods if same is not None else ():
+            res.setdefault((b.same_pair, m), []).append(units.run(
+                (b.same_pair, m, f"seed{seed}"),
+                lambda w: train_measure(w, m, same, spec_of(b), config_of(b, seed, device), rotation=b.rotation)))
+    _rows(report, res, b, tasks, opts)
+    report.config["checks"] = _checks(res, b, tasks)
+    return report.write(opts.json)
 
-    mean = means(pair1)
-    out: dict[str, Any] = {"means": {m: pct(v) for m, v in mean.items()}}
-    order = [m for m in ("independent", "IIW", "RP", "DCC", "IIW+RP+DCC", "upper_bound") if m in mean]
-    out["paper_ordering"] = " < ".join(order)
-    out["observed_ordering"] = " < ".join(sorted(order, key=mean.get))
-    out["ordering_holds"] = all(mean[a] < mean[c] if c != "upper_bound" else mean[a] <= mean[c]
-                                for a, c in zip(order, order[1:]))
-    if "independent" in mean and tasks1 is not None:  # chance: 1 / number of common classes
-        chance = 1.0 / max(1, len(common_classes(*[t.classes for t in tasks1])))
-        out["chance"] = pct(chance)
-        out["independent_near_chance"] = abs(mean["independent"] - chance) <= 0.10
-    if "IIW+RP+DCC" in mean and "upper_bound" in mean:
-        out["all_three_within_10_points_of_upper_bound"] = mean["upper_bound"] - mean["IIW+RP+DCC"] <= 0.10
-    m2 = means(pair2)
-    if "RP" in m2 and "independent" in m2:
-        out["no_common_classes_rp_minus_independent"] = pct(m2["RP"] - m2["independent"])
+
+def _rows(report: Report, res: dict, b: Budget, tasks: tuple[LabelledTask, LabelledTask], opts: RunOptions) -> None:
+    setting = _label(b.pair)
+    inc = [f"{m} (incremental, {t.name} first)" for m in b.incremental for t in tasks]
+    for pair, methods in ((b.pair, list(b.methods) + inc), (b.same_pair, list(b.same_methods))):
+        for m in methods:
+            rs = res.get((pair, m))
+            if not rs:
+                continue
+            where = _label(pair) if "incremental" not in m else f"{setting} (incremental)"
+            paper = PAPER.get(m) if pair == b.pair else None
+            report.add_row(setting=where, method=_name(m), metric="recombination_accuracy",
+                           values=[pct(_key(m, r)) for r in rs], trained_params=rs[0]["trained_params"], paper=paper,
+                           **({"note": "each network on its own task, common classes (own rotation heads)"}
+                              if m == "upper_bound" else {}))
+            report.add_row(setting=where, method=_name(m), metric="own_accuracy",
+                           values=[pct(r["own_accuracy"]) for r in rs], trained_params=rs[0]["trained_params"],
+                           paper=PAPER_OWN.get(m) if pair == b.pair else None)
+            for k in ("correlation", "correlation_permuted"):
+                report.add_row(setting=where, method=_name(m), metric=f"feature_{k}", values=[r[k] for r in rs],
+                               paper=PAPER_CORR.get((m, f"feature_{k}")) if pair == b.pair else None)
+            for mode in ("train", "recompute"):
+                if f"recombination_accuracy_{mode}" in rs[0]:
+                    report.add_row(setting=f"{setting} (BN {mode} statistics)", method=_name(m),
+                                   metric="recombination_accuracy",
+                                   values=[pct(r[f"recombination_accuracy_{mode}"]) for r in rs],
+                                   paper=PAPER_BN_TRAIN.get(m) if mode == "train" else None)
+            _plot(rs, pair, m, [t.name for t in tasks], opts)
+    for m in b.incremental:   # the paper's number averages the two orders
+        orders = [res.get((b.pair, f"{m} (incremental, {t.name} first)")) for t in tasks]
+        if all(orders):
+            vals = np.mean([[pct(r["recombination_accuracy"]) for r in rs] for rs in orders], axis=0)
+            report.add_row(setting=f"{setting} (incremental)", method=f"{m} (incremental, both orders)",
+                           metric="recombination_accuracy", values=vals.tolist(), paper=PAPER_INCREMENTAL)
+
+
+def _plot(rs: list[dict[str, Any]], pair: str, m: str, names: list[str], opts: RunOptions) -> None:
+    mat = np.mean([np.asarray(r["matrix"]) for r in rs], axis=0)
+    path = Path(opts.out) / "compat-recombination" / f"{pair}_{m.replace('+', '-').replace(' ', '_')}.png"
+    try:
+        heatmap(mat, [f"f {n}" for n in names], [f"h {n}" for n in names], path,
+                title=f"{_label(pair)}: {_name(m)} (mean of {len(rs)} seeds)")
+    except Exception as e:  # a plot must never lose the results
+        print(f"[compat-recombination] heatmap skipped: {e}", flush=True)
+
+
+def ordering(stats: dict[str, tuple[float, float]], order: tuple[str, ...] = PAPER_ORDER) -> list[str]:
+    """One sentence per adjacent pair of the paper's ordering: holds / reversed, and whether the gap
+    exceeds twice its standard error (``stats[m] = (mean, stderr)`` in %).
+
+    >>> ordering({"a": (10.0, 1.0), "b": (30.0, 1.0), "c": (29.0, 2.0)}, ("a", "b", "c"))
+    ['a 10.0 < b 30.0: holds (gap 20.0 +- 1.4, beyond 2 std errors)', 'b 30.0 < c 29.0: reversed (gap -1.0 +- 2.2, within noise)']
+    """
+    out = []
+    present = [m for m in order if m in stats]
+    for a, c in zip(present, present[1:]):
+        (ma, sa), (mc, sc) = stats[a], stats[c]
+        gap, se = mc - ma, float(np.hypot(sa, sc))
+        rel = "<=" if c == "upper_bound" else "<"
+        holds = gap >= 0 if c == "upper_bound" else gap > 0
+        sig = "beyond 2 std errors" if abs(gap) > 2 * se else "within noise"
+        out.append(f"{_name(a)} {ma:.1f} {rel} {_name(c)} {mc:.1f}: {'holds' if holds else 'reversed'} "
+                   f"(gap {gap:.1f} +- {se:.1f}, {sig})")
+    return out
+
+
+def _checks(res: dict, b: Budget, tasks: tuple[LabelledTask, LabelledTask]) -> dict[str, Any]:
+    """The paper's ordering row by row, chance level, the gap to the upper bound, the same-dataset rows."""
+    def stats(pair: str) -> dict[str, tuple[float, float]]:
+        return {m: mean_stderr([pct(_key(m, r)) for r in rs]) for (p, m), rs in res.items() if p == pair}
+
+    st = stats(b.pair)
+    out: dict[str, Any] = {"means": {m: round(v[0], 3) for m, v in st.items()}, "ordering": ordering(st)}
+    out["paper_ordering"] = " < ".join(_name(m) for m in PAPER_ORDER if m in st)
+    seen = sorted((m for m in PAPER_ORDER if m in st), key=lambda m: st[m][0])
+    out["observed_ordering"] = " < ".join(_name(m) for m in seen)
+    if "independent" in st:  # chance: 1 / number of common classes
+        chance = 100.0 / max(1, len(common_classes(*[t.classes for t in tasks])))
+        out["chance"] = round(chance, 3)
+        out["independent_near_chance"] = abs(st["independent"][0] - chance) <= 10.0
+    if "IIW+RP+DCC" in st and "upper_bound" in st:
+        out["all_three_within_10_points_of_upper_bound"] = st["upper_bound"][0] - st["IIW+RP+DCC"][0] <= 10.0
+    same = stats(b.same_pair)
+    if same:
+        out["same_dataset_means"] = {m: round(v[0], 3) for m, v in same.items()}
     return out

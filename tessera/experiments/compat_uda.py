@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +21,15 @@ import torch
 
 from ..compat.apps import adapt_with_rp
 from ..compat.measure import evaluate
-from ..compat.recipes import NetSpec, TaskData, train_method
-from ..compat.schemes import TrainCfg, count_params
-from ..compat.tasks import load_task
+from ..compat.methods import NetSpec, train_compatible
+from ..compat.tasks import LabelledTask, load_task
 from ..errors import ConfigError
 from ..results import Report
-from . import RunOptions
 from ..threads import intra_op_threads
-from .compat_common import Units, device_of, pct
+from ..train.dist import select_device
+from . import RunOptions
+from .compat_protocol import pct, recipe
+from .units import Units
 
 __all__ = ["run", "Budget", "BUDGETS", "PAPER"]
 
@@ -48,6 +50,7 @@ class Budget:
     adapt_steps: int = 500       # fine-tuning the extractor on the unlabelled target
     adapt_lr: float = 1e-5       # the paper's adaptation lr; 3e-5..1e-4 lowered target accuracy here
     batch_size: int = 64
+    checkpoint_every: int = 200  # engine checkpoints (global steps): a killed run loses less than that
     lr: float = 2e-3
     rotation: str = "random"
     n_train: int | None = None
@@ -59,22 +62,24 @@ BUDGETS = {"quick": Budget(steps=40, adapt_steps=20, width=4, n_train=2000, n_te
            "paper": Budget(seeds=10, size=32, steps=10000, adapt_steps=1000, rotation="all")}
 
 
-def _unit(src: TaskData, tgt: TaskData, b: Budget, seed: int, device: torch.device) -> dict[str, Any]:
-    cfg = TrainCfg(steps=b.steps, batch_size=b.batch_size, lr=b.lr, seed=seed, log_every=0)
-    tr = train_method("RP", [src], NetSpec("resnet", {"width": b.width}), cfg, rotation=b.rotation, device=device)
+def _unit(work: Path, src: LabelledTask, tgt: LabelledTask, b: Budget, seed: int, device: torch.device
+          ) -> dict[str, Any]:
+    cfg = recipe(b.steps, b.batch_size, b.lr, seed, device=str(device), checkpoint_every=b.checkpoint_every)
+    tr = train_compatible("RP", [src], NetSpec("resnet", {"width": b.width}), cfg, rotation=b.rotation,
+                          out_dir=work / "source")
     ext, head, rp = tr.members[0].extractor, tr.members[0].head, tr.aux[0]
     ev = lambda e, bn: evaluate(e, head, tgt.test.x, tgt.test.y, bn=bn, balanced=True)  # noqa: E731
     out = {"source": ev(ext, "train"), "source_test_bn": ev(ext, "batch"),
            "source_on_source": evaluate(ext, head, src.test.x, src.test.y, bn="batch")}
     before = {k: v.clone() for k, v in rp.head.state_dict().items()}
     adapted = copy.deepcopy(ext)
-    acfg = TrainCfg(steps=b.adapt_steps, batch_size=b.batch_size, lr=b.adapt_lr, schedule="constant",
-                    seed=seed + 1, log_every=0)
-    adapt_with_rp(adapted, rp.head, tgt.x, acfg, rp.task)
+    acfg = recipe(b.adapt_steps, b.batch_size, b.adapt_lr, seed + 1, schedule="constant", device=str(device),
+                  checkpoint_every=b.checkpoint_every)
+    res = adapt_with_rp(adapted, rp.head, tgt.x, acfg, rp.task, out_dir=work / "adapt")
     out["adapted"] = ev(adapted, "batch")
     out["rp_head_unchanged"] = all(torch.equal(before[k], v) for k, v in rp.head.state_dict().items())
     out["trained_params_source"] = tr.trained_params
-    out["trained_params_adapt"] = count_params(adapted)
+    out["trained_params_adapt"] = res["trained_params"]
     return out
 
 
@@ -85,9 +90,10 @@ def run(opts: RunOptions) -> dict[str, Any]:
         raise ConfigError(f"unknown budget {opts.budget!r} for compat-uda; choose {', '.join(BUDGETS)}")
     b = replace(BUDGETS[opts.budget])
     seeds = opts.seeds if opts.seeds is not None else b.seeds
-    device = device_of(opts)
+    device = select_device(opts.device)
     config = {**asdict(b), "seeds": seeds, "budget": opts.budget, "metric": "mean class accuracy (%) on the target test set",
-              "bn_at_test": "test-batch statistics except 'source model'", "paper_values": "Table 1 (CIFAR-10 / STL-10)"}
+              "bn_at_test": "test-batch statistics except 'source model'", "paper_values": "Table 1 (CIFAR-10 / STL-10)",
+              "trainer": "tessera.train (engine)"}
     report = Report("compat-uda", config=config, device=str(device))
     units = Units(opts, "compat-uda", config)
     tasks = {n: load_task(n, b.size, opts.data_root, b.n_train, b.n_test) for d in b.directions for n in d}
@@ -95,7 +101,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
     for seed in range(seeds):
         for s, t in b.directions:
             per.setdefault((s, t), []).append(units.run((f"{s}-{t}", f"seed{seed}"),
-                                                        lambda: _unit(tasks[s], tasks[t], b, seed, device)))
+                                                        lambda w: _unit(w, tasks[s], tasks[t], b, seed, device)))
     for (s, t), rs in per.items():
         for key, name in METHODS.items():
             report.add_row(setting=f"{s}->{t}", method=name, metric="target_accuracy", values=[pct(r[key]) for r in rs],

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from tessera.compat import DCC, RP, RotationTask, SelfSupervisedTask, identical_init, make_networks
+from tessera.compat import DCC, RP, RotationTask, make_networks
+from tessera.compat.aux import SelfSupervisedTask, identical_init, load_pretrained
 from tessera.errors import ConfigError, ShapeError
 
 
@@ -40,6 +41,10 @@ def test_dcc_common_classes_only():
     assert none.item() == 0.0
     with pytest.raises(ConfigError, match="share none"):
         DCC(head, [["a", "b"], ["c", "d"]])
+    only_car = DCC(nn.Linear(3, 1), [["cat", "dog", "car"], ["ship", "car", "cat"]], classes=["car"])
+    assert only_car.classes == ["car"] and only_car.label_map[1].tolist() == [-1, 0, -1]
+    with pytest.raises(ConfigError, match="subset"):
+        DCC(head, [["cat", "dog"], ["cat", "car"]], classes=["dog"])
     with pytest.raises(ShapeError, match="num_classes=2"):
         DCC(nn.Linear(3, 5), [["a", "b"], ["a", "b"]]).loss(nn.Identity(), feats, y % 2, feats, 0)
 
@@ -73,3 +78,23 @@ def test_identical_initial_weights():
     assert torch.equal(e.weight, pre.weight) and torch.equal(f.bias, pre.bias)
     with pytest.raises(ShapeError, match="identical architectures"):
         identical_init([nn.Linear(4, 3), nn.Linear(4, 2)])
+
+
+def test_different_and_partial_pretrained_weights():
+    build = lambda: nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))  # noqa: E731
+    p1, p2 = build(), build()
+    body = lambda m: {k: v for k, v in m.state_dict().items() if k.startswith("0.")}  # noqa: E731
+    a, b = make_networks(build, 2, seed=5, pretrained=[body(p1), body(p2)])   # different pretrained bodies
+    assert torch.equal(a[0].weight, p1[0].weight) and torch.equal(b[0].weight, p2[0].weight)
+    fresh = make_networks(build, 2, seed=5)
+    assert torch.equal(a[1].weight, fresh[0][1].weight) and torch.equal(b[1].weight, fresh[1][1].weight)
+    c, d = make_networks(build, 2, seed=5, iiw=True, pretrained=body(p1))     # identical pretrained body
+    assert torch.equal(c[0].weight, p1[0].weight) and torch.equal(c[1].weight, d[1].weight)
+    with pytest.raises(ConfigError, match="its own pretrained"):
+        make_networks(build, 2, seed=5, pretrained=body(p1))
+    with pytest.raises(ConfigError, match="ONE set"):
+        make_networks(build, 2, seed=5, iiw=True, pretrained=[body(p1), body(p2)])
+    with pytest.raises(ShapeError, match="'1.weight' has shape"):
+        load_pretrained(build(), {"1.weight": torch.zeros(5, 3)})
+    with pytest.raises(ShapeError, match="not in the model"):
+        load_pretrained(build(), {"fc.weight": torch.zeros(2, 3)})

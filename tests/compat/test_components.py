@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from tessera import __version__
-from tessera.compat import (Component, Interface, components, load_component, read_manifest, recombine,
-                            save_component, split_at)
+from tessera.compat import Component, Interface, load_component, recombine, save_component, split_at
+from tessera.compat.components import components, read_manifest
 from tessera.compat.models import NETS, build
 from tessera.errors import CheckpointError, ShapeError
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from tessera.compat import (BN_MODES, TestSet, batch_stats, cross_correlation, evaluate, features,
-                            recombination_accuracy, recombination_matrix, split_at)
+from tessera.compat import TestSet, cross_correlation, evaluate, recombination_accuracy, recombination_matrix, split_at
+from tessera.compat.bn import EVAL_BN_MODES, batch_stats
+from tessera.compat.measure import features
 from tessera.compat.models import build
 from tessera.compat.plots import heatmap
 from tessera.errors import ConfigError, ShapeError
@@ -22,7 +23,7 @@ def test_bn_modes_run_and_leave_buffers_alone():
     ext, head = _parts(0)
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
     before = {k: v.clone() for k, v in ext.state_dict().items()}
-    accs = {bn: evaluate(ext, head, x, y, bn=bn, batch_size=16) for bn in BN_MODES}
+    accs = {bn: evaluate(ext, head, x, y, bn=bn, batch_size=16) for bn in EVAL_BN_MODES}
     assert all(0.0 <= a <= 1.0 for a in accs.values())
     assert all(torch.equal(before[k], v) for k, v in ext.state_dict().items())
     assert ext.training  # mode restored
