@@ -29,13 +29,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..adapt import AdaptConfig, CompositionalDA, Domain, IsometricDA, run_compositional, run_isometric
+from ..adapt import CompositionalDA, Domain, IsometricDA
 from ..data import digit_domain, load_images, resize, to_grayscale
 from ..errors import ConfigError, DataError
 from ..results import Report
 from ..threads import intra_op_threads
 from . import RunOptions
-from .da_common import collect, run_seeds
+from .da_common import collect, run_seed
+from .da_protocol import AdaptConfig
+from .units import Units
 
 __all__ = ["run", "DigitsBudget", "BUDGETS", "load_domains", "PAPER_T3", "PAPER_T12", "PAPER_T9"]
 
@@ -152,26 +154,14 @@ def usps_format(x: torch.Tensor, size: int, kind: str = "resize") -> torch.Tenso
     return F.pad(resize(x, box), (lo, size - box - lo, lo, size - box - lo))
 
 
-def build_models(b: DigitsBudget, sources: list[str], seed: int) -> tuple[CompositionalDA, IsometricDA]:
+def build_model(b: DigitsBudget, sources: list[str], kind: str, seed: int) -> CompositionalDA | IsometricDA:
+    """``"comp"``: the compositional model; ``"iso"``: the isometric baseline (``iso_depth`` blocks)."""
     torch.manual_seed(seed)
     kw = dict(channels=b.channels, patch=b.patch, block=b.block, head_channels=b.head_channels)
-    comp = CompositionalDA.build(sources, 10, num_templates=b.templates, depth=b.depth, dropout=b.dropout,
-                                 seed=seed, **kw)
-    torch.manual_seed(seed)
-    iso = IsometricDA.build(sources, 10, depth=b.iso_depth or b.templates, dropout=b.dropout, **kw)
-    return comp, iso
-
-
-def run_seed(b: DigitsBudget, data: tuple, seed: int, log=print) -> dict[str, Any]:
-    sources, tests, utr, ute = data
-    comp, iso = build_models(b, [d.name for d in sources], seed)
-    t0, c0 = time.perf_counter(), time.process_time()
-    rc = run_compositional(comp, sources, utr, ute, tests, b.protocol, seed=seed, log=log)
-    t1, c1 = time.perf_counter(), time.process_time()
-    ri = run_isometric(iso, sources, utr, ute, tests, b.protocol, seed=seed, log=log)
-    t2, c2 = time.perf_counter(), time.process_time()
-    return {"comp": rc, "iso": ri, "seconds": {"compositional": t1 - t0, "isometric": t2 - t1,
-                                               "cpu_compositional": c1 - c0, "cpu_isometric": c2 - c1}}
+    if kind == "comp":
+        return CompositionalDA.build(sources, 10, num_templates=b.templates, depth=b.depth, dropout=b.dropout,
+                                     seed=seed, **kw)
+    return IsometricDA.build(sources, 10, depth=b.iso_depth or b.templates, dropout=b.dropout, **kw)
 
 
 def run(opts: RunOptions) -> dict[str, Any]:
@@ -191,7 +181,9 @@ def _run(opts: RunOptions, b: DigitsBudget, seeds: int) -> dict[str, Any]:
               "n_source_train": [len(d) for d in data[0]], "n_target_train": len(data[2]),
               "n_target_test": len(data[3])}
     report = Report("da-digits", config=config)
-    per_seed = run_seeds("da-digits", opts, b, seeds, config, data, run_seed)
+    units = Units(opts, "da-digits", {k: v for k, v in config.items() if k != "seeds"})
+    per_seed = [run_seed(units, s, data, b.protocol, lambda kind, seed: build_model(b, sources, kind, seed))
+                for s in range(seeds)]
     config["init_source_picked"] = [r["comp"]["info"]["init_source"] for r in per_seed]
     config["init_source_by_accuracy"] = [r["comp"]["info"]["init_source_by_accuracy"] for r in per_seed]
     config["seconds_per_seed"] = [r["seconds"] for r in per_seed]

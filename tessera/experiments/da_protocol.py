@@ -7,21 +7,25 @@ diagnostic (target BN statistics re-estimated, nothing trained). :func:`run_isom
 for the plain isometric baseline, adapting only the target's input adapter ("(IA)").
 
 Each returns ``{"acc": {row: %}, "params": {row: trained parameters}, "info": {...}}``; the
-experiments aggregate these over seeds.
+experiments aggregate these over seeds. This is an experiment protocol (rows named after the paper's
+tables, one budget object), not a library routine: a user adapting a model calls
+:func:`tessera.adapt.train_sources` / :func:`~tessera.adapt.adapt_adda` / ... directly. Every engine
+run keeps its checkpoints in ``work / "<run>"`` so that a killed seed continues where it stopped.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from .domains import Domain, check_domains
-from .init import accuracy_init, best_source, learned_init, random_init, rank_sources
-from .loops import accuracy, adapt_adda, adapt_m3sda, finetune_target, reestimate_stats, train_sources
-from .models import CompositionalDA, DAModel, IsometricDA
-from .select import count_params
+from ..adapt import (CompositionalDA, DAModel, Domain, IsometricDA, accuracy, adapt_adda, adapt_m3sda,
+                     finetune_target, reestimate_stats, train_sources)
+from ..adapt.domains import check_domains
+from ..adapt.init import accuracy_init, best_source, learned_init, random_init, rank_sources
+from ..mixture import count_parameters
 
 __all__ = ["AdaptConfig", "run_compositional", "run_isometric", "ROWS"]
 
@@ -70,26 +74,32 @@ def _restore(model: DAModel, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
+def _sub(work: Path | None, name: str) -> Path | None:
+    return None if work is None else Path(work) / name
+
+
 def _unsupervised(model: DAModel, sources: Sequence[Domain], unl: Domain, test: Domain, cfg: AdaptConfig,
-                  lr: float, bn: str, seed: int, state: dict[str, torch.Tensor]) -> tuple[float, float]:
+                  lr: float, bn: str, seed: int, state: dict[str, torch.Tensor], work: Path | None,
+                  suffix: str = "") -> tuple[float, float]:
     """Target accuracy after ADDA and after moment matching, each from ``state`` (restored after)."""
     common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=lr, pool=cfg.pool, target_bn=bn, seed=seed)
     adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
-               disc_hidden=cfg.disc_hidden, **common)
+               disc_hidden=cfg.disc_hidden, out_dir=_sub(work, f"adda{suffix}"), **common)
     adda = accuracy(model, test, unl.name)
     _restore(model, state)
     adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
-                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, **common)
+                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, out_dir=_sub(work, f"m3sda{suffix}"),
+                **common)
     m3sda = accuracy(model, test, unl.name)
     _restore(model, state)
     return adda, m3sda
 
 
 def _supervised(model: DAModel, train: Domain, test: Domain, cfg: AdaptConfig, lr: float, seed: int,
-                state: dict[str, torch.Tensor]) -> float:
+                state: dict[str, torch.Tensor], work: Path | None, name: str = "supervised") -> float:
     """Target accuracy after supervised fine-tuning of the target's parameters; ``state`` restored after."""
     finetune_target(model, train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=lr, target_bn=cfg.target_bn,
-                    seed=seed)
+                    seed=seed, out_dir=_sub(work, name))
     out = accuracy(model, test, train.name)
     _restore(model, state)
     return out
@@ -97,7 +107,8 @@ def _supervised(model: DAModel, train: Domain, test: Domain, cfg: AdaptConfig, l
 
 def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
                       source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
-                      log: Callable[[str], None] = print, table9: bool = True) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, table9: bool = True, work: Path | None = None
+                      ) -> dict[str, Any]:
     """All compositional rows for one seed. ``target_train`` carries labels, used ONLY by the
     supervised rows (upper bound, Table 9) and the ``init_source="accuracy"`` pick; the
     unsupervised methods get ``target_train.unlabeled()``."""
@@ -112,9 +123,9 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
     log(f"  comp: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
     losses = train_sources(model, sources, steps=cfg.pretrain_steps, batch_size=cfg.batch_size, lr=cfg.lr,
                            final_lr=cfg.final_lr, weight_decay=cfg.weight_decay,
-                           mixture_lr_mult=cfg.mixture_lr_mult, seed=seed)
+                           mixture_lr_mult=cfg.mixture_lr_mult, seed=seed, out_dir=_sub(work, "pretrain"))
     info["final_loss"] = sum(losses[-20:]) / len(losses[-20:])
-    params["pretrain"] = count_params(model)
+    params["pretrain"] = count_parameters(model.parameters())
     for d in source_tests:
         acc[f"source:{d.name}"] = accuracy(model, d)
 
@@ -126,7 +137,7 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
     info["init_source"], info["init_source_by_accuracy"] = pick, best_source(by_acc, "accuracy")
     model.add_target(t, from_domain=pick)
     state = copy.deepcopy(model.state_dict())
-    n_target = count_params(model.target_parameters(t))
+    n_target = count_parameters(model.target_parameters(t).values())
     acc["comp_source_only"] = accuracy(model, target_test, t)
     params["comp_source_only"] = params["pretrain"]
     log(f"  comp: source-only {acc['comp_source_only']:.2f}% (target weights from {pick})")
@@ -139,9 +150,9 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
     other = "train" if cfg.target_bn == "eval" else "eval"
     for suffix, bn in [("", cfg.target_bn)] + ([(f"_bn_{other}", other)] if cfg.stats_diagnostic else []):
         acc[f"comp_adda{suffix}"], acc[f"comp_m3sda{suffix}"] = _unsupervised(
-            model, sources, unl, target_test, cfg, cfg.lr_mixture, bn, seed, state)
+            model, sources, unl, target_test, cfg, cfg.lr_mixture, bn, seed, state, work, suffix)
         params[f"comp_adda{suffix}"] = params[f"comp_m3sda{suffix}"] = n_target
-    acc["comp_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state)
+    acc["comp_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state, work)
     params["comp_supervised"] = n_target
     log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
         f"supervised {acc['comp_supervised']:.2f}%")
@@ -150,7 +161,8 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
         inits = {"random": lambda: random_init(model, seed=seed + 1000),
                  "accuracy": lambda: accuracy_init(model, by_acc),
                  "learned": lambda: learned_init(model, target_train, names, steps=cfg.learned_steps,
-                                                 batch_size=cfg.adapt_batch, target_bn=cfg.target_bn, seed=seed)}
+                                                 batch_size=cfg.adapt_batch, target_bn=cfg.target_bn, seed=seed,
+                                                 out_dir=_sub(work, "learned_init"))}
         for kind, make in inits.items():
             out = make()
             logits, coef = out if isinstance(out, tuple) else (out, None)
@@ -159,14 +171,15 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
             _restore(model, state)  # learned_init updated the target BN statistics: start from the same state
             model.set_logits(t, logits)
             acc[f"init:{kind}"] = accuracy(model, target_test, t)
-            acc[f"ft:{kind}"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state)
+            acc[f"ft:{kind}"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state, work,
+                                            f"ft_{kind}")
         acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
     return {"acc": acc, "params": params, "info": info}
 
 
 def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
                   source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, work: Path | None = None) -> dict[str, Any]:
     """The plain isometric baseline for one seed: source-only, and ADDA / moment matching / supervised
     fine-tuning of the target's own input adapter."""
     check_domains(list(sources) + [target_train])
@@ -177,17 +190,17 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
     params: dict[str, int] = {}
     log(f"  isometric: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
     train_sources(model, sources, steps=cfg.pretrain_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                  final_lr=cfg.final_lr, weight_decay=cfg.weight_decay, seed=seed)
-    params["pretrain"] = count_params(model)
+                  final_lr=cfg.final_lr, weight_decay=cfg.weight_decay, seed=seed, out_dir=_sub(work, "pretrain"))
+    params["pretrain"] = count_parameters(model.parameters())
     for d in source_tests:
         acc[f"source:{d.name}"] = accuracy(model, d)
     model.add_target(t)
     state = copy.deepcopy(model.state_dict())
-    n_target = count_params(model.target_parameters(t))
+    n_target = count_parameters(model.target_parameters(t).values())
     acc["source_only"], params["source_only"] = accuracy(model, target_test, t), params["pretrain"]
     acc["ia_adda"], acc["ia_m3sda"] = _unsupervised(model, sources, unl, target_test, cfg, cfg.lr_adapter,
-                                                    cfg.target_bn, seed, state)
-    acc["ia_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_adapter, seed, state)
+                                                    cfg.target_bn, seed, state, work)
+    acc["ia_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_adapter, seed, state, work)
     params["ia_adda"] = params["ia_m3sda"] = params["ia_supervised"] = n_target
     log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "
         f"moment matching (IA) {acc['ia_m3sda']:.2f}%, supervised (IA) {acc['ia_supervised']:.2f}%")
