@@ -50,6 +50,11 @@ class Recorded(Method):
     def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, Any]) -> None:
         self.history.append(dict(logs["values"]))
 
+    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, dict[str, float]]) -> None:
+        """An evaluation's accuracies join that step's entry as ``val_<task>`` (e.g. ``val_usps``)."""
+        if self.history and step == len(self.history):
+            self.history[-1].update({f"val_{t}": m["accuracy"] for t, m in metrics.items() if "accuracy" in m})
+
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
@@ -59,7 +64,7 @@ class Recorded(Method):
 
 def fit(model: nn.Module, tasks: Sequence[Task], method: Recorded, *, name: str, steps: int, batch_size: int,
         seed: int, settings: dict[str, Any], out_dir: str | Path | None, checkpoint_every: int,
-        device: str | None) -> Trainer:
+        device: str | None, eval_every: int = 0) -> Trainer:
     """Run ``method`` for ``steps`` steps on the engine (resuming from ``out_dir`` when it holds a
     checkpoint); every module's train/eval flag is restored afterwards. ``settings`` (the routine's
     hyperparameters) are stored in the checkpoints: resuming with other settings is refused."""
@@ -68,6 +73,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], method: Recorded, *, name: str,
     dev = device if device is not None else str(next(model.parameters()).device)
     cfg = TrainConfig(steps=int(steps), batch_size=int(batch_size), seed=int(seed), device=dev, log_every=0,
                       checkpoint_every=int(checkpoint_every) if out_dir is not None else 0, progress="off",
+                      eval_every=int(eval_every),
                       eval_batch_size=512, ema=EmaConfig(enabled=False), schedule=ScheduleConfig(name="constant"))
     torch.manual_seed(mix_seed(seed, 31337))   # dropout draws of a fresh run (a resume restores its RNG)
     modes = [(m, m.training) for m in model.modules()]

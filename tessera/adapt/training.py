@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn.norm import reestimate_bn
-from ..train import Optim, Task, Trainer, mix_seed
+from ..train import Metric, Optim, Task, Trainer, mix_seed
 from ._engine import Recorded, adam, check_target_bn, fit, linear
 from .adversarial import ADDA, Discriminator
 from .domains import Domain, check_domains, require_labeled, require_unlabeled
@@ -42,6 +42,7 @@ __all__ = ["train_sources", "accuracy", "predict", "feature_pool", "adapt_adda",
            "finetune_target", "reestimate_stats"]
 
 PathLike = str | Path | None
+_PERCENT = Metric("accuracy", lambda o, y: 100.0 * (o.argmax(-1) == y).float())   # accuracy in %, as accuracy()
 
 
 class _SourceTraining(Recorded):
@@ -216,21 +217,30 @@ class _Finetune(Recorded):
 
 def finetune_target(model: DAModel, target: Domain, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
                     final_lr: float | None = None, target_bn: str = "eval", seed: int = 0,
-                    params: Sequence[nn.Parameter] | None = None, out_dir: PathLike = None,
-                    checkpoint_every: int = 100, device: str | None = None) -> list[float]:
+                    params: Sequence[nn.Parameter] | None = None, val: Domain | None = None, eval_every: int = 0,
+                    out_dir: PathLike = None, checkpoint_every: int = 100, device: str | None = None
+                    ) -> list[dict[str, float]]:
     """Supervised fine-tuning of the target's parameters (or ``params``) on labelled target data:
-    the upper bound of Table 3 and Table 9's "ft." rows. Returns the loss curve."""
+    the upper bound of Table 3 and Table 9's "ft." rows. Returns the per-step ``{"loss"}``; with a
+    labelled ``val`` domain, its accuracy (%) joins the entry of every ``eval_every``-th and of the
+    last step as ``"val_<name>"`` (a learning curve to check convergence on)."""
     require_labeled(target, "supervised fine-tuning")
     train_bn = check_target_bn(target_bn)
     ps = list(params) if params is not None else list(model.target_parameters(target.name).values())
     if not ps:
         raise ConfigError(f"nothing to fine-tune for {target.name!r}; call add_target first or pass params")
+    ev = None
+    if val is not None:
+        require_labeled(val, "the validation of supervised fine-tuning")
+        ev = (val.x, val.y)
     method = _Finetune(model, target.name, ps, lr, final_lr, train_bn)
     settings = dict(target=target.name, lr=lr, final_lr=final_lr, train_bn=train_bn, params=len(ps))
-    fit(model, [Task(target.name, train=(target.x, target.y))], method, name="finetune_target", steps=steps,
-        batch_size=min(batch_size, len(target)), seed=seed, settings=settings, out_dir=out_dir,
-        checkpoint_every=checkpoint_every, device=device)
-    return [h["loss"] for h in method.history]
+    task = Task(target.name, train=(target.x, target.y), eval=ev, metrics=[_PERCENT],
+                forward=lambda m, x: m.logits(x, target.name))
+    fit(model, [task], method, name="finetune_target", steps=steps, batch_size=min(batch_size, len(target)), seed=seed,
+        settings=settings, out_dir=out_dir, checkpoint_every=checkpoint_every, device=device,
+        eval_every=eval_every if val is not None else 0)
+    return method.history
 
 
 @torch.no_grad()

@@ -43,13 +43,19 @@ def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[s
     def params(model: str, key: str) -> int:
         return per_seed[0][model]["params"][key]
 
+    def lrs(model: str, key: str) -> dict[str, Any]:
+        """``{"chosen_lr": [per seed]}`` when the row's learning rate was chosen on validation data."""
+        sel = key.split("_", 1)[1]                       # comp_adda -> adda, ia_supervised -> supervised
+        chosen = [r[model]["info"].get("selection", {}).get(sel, {}).get("chosen_lr") for r in per_seed]
+        return {"chosen_lr": chosen} if all(c is not None for c in chosen) else {}
+
     for key, name in ROWS.items():
         model = "comp" if key.startswith("comp") else "iso"
         report.add_row(setting=setting, method=name, metric="target accuracy (%)", values=vals(model, key),
-                       paper=paper_t3.get(key), trained_params=params(model, key), table="3")
+                       paper=paper_t3.get(key), trained_params=params(model, key), table="3", **lrs(model, key))
     report.add_row(setting=setting, method="Supervised (IA)", metric="target accuracy (%)",
                    values=vals("iso", "ia_supervised"), paper=None, trained_params=params("iso", "ia_supervised"),
-                   table="3 (extra)")
+                   table="3 (extra)", **lrs("iso", "ia_supervised"))
     diagnostics = {"comp_stats_only": "Comp. source-only + target BN statistics re-estimated",
                    "comp_adda_bn_eval": "Comp. Adversarial, target BN statistics frozen",
                    "comp_m3sda_bn_eval": "Comp. Moment Matching, target BN statistics frozen",

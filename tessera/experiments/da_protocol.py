@@ -6,6 +6,16 @@ matching, supervised fine-tuning (the upper bound), the Table 9 initializations,
 diagnostic (target BN statistics re-estimated, nothing trained). :func:`run_isometric` does the same
 for the plain isometric baseline, adapting only the target's input adapter ("(IA)").
 
+Learning rates of the target runs. With ``val_size > 0`` a labelled validation split of the target's
+*training* images is held out (the rest is the adaptation data, unlabelled for the unsupervised
+rows); every choice that needs target labels is made on it and never on the test set: the source
+whose mixture weights the target copies (App. D.2), the accuracy-based coefficients of Table 9, and
+each row's learning rate: every rate in ``lr_grid`` (unsupervised rows) or ``ft_lr_grid``
+(supervised rows) is run from the same state, and the one with the best validation accuracy is
+kept (ties: the smaller rate). Held-out *source* data cannot make this choice: only target
+parameters move, so the sources' predictions are the same for every rate. The validation and test
+accuracy of every rate is recorded in ``info["selection"]``.
+
 Each returns ``{"acc": {row: %}, "params": {row: trained parameters}, "info": {...}}``; the
 experiments aggregate these over seeds. This is an experiment protocol (rows named after the paper's
 tables, one budget object), not a library routine: a user adapting a model calls
@@ -47,8 +57,12 @@ class AdaptConfig:
     mixture_lr_mult: float = 10.0   # mixture logits learn this much faster (the paper used RMSProp at 0.02-0.04)
     adapt_steps: int = 300
     adapt_batch: int = 64
-    lr_mixture: float = 1e-3        # target mixture logits (1e-2 makes ADDA collapse on digits)
-    lr_adapter: float = 1e-3        # target input adapter (IA baselines)
+    lr_mixture: float = 1e-3        # target mixture logits, when no grid is given
+    lr_adapter: float = 1e-3        # target input adapter (IA baselines), when no grid is given
+    lr_grid: tuple[float, ...] = ()     # target learning rates each unsupervised row tries (chosen on validation)
+    ft_lr_grid: tuple[float, ...] = ()  # the same for the supervised rows
+    target_final_frac: float | None = None  # target lr decays linearly to lr * this (App. D.3/D.4 decay 20x/10x)
+    val_size: int = 0               # labelled target-train images held out for every label-based choice
     disc_lr: float = 2e-4           # App. D.3: 2e-4 -> 1e-5
     disc_final_lr: float = 1e-5
     disc_hidden: int = 64
@@ -58,9 +72,10 @@ class AdaptConfig:
     moment_order: int = 2
     pool: int = 2000                # fixed source samples per domain for the adaptation losses
     ft_steps: int = 300             # supervised fine-tuning (upper bound, Table 9 ft.)
+    ft_eval_every: int = 0          # validation accuracy every N fine-tuning steps (the convergence curve)
     learned_steps: int = 100        # learned interpolation of Table 9
     init_source: str = "accuracy"   # "accuracy" (App. D.2: the source whose weights score best on labelled
-                                    # target train data), "entropy" (label-free: lowest prediction entropy) or a name
+                                    # target data), "entropy" (label-free: lowest prediction entropy) or a name
     target_bn: str = "eval"         # target's own BN layers while adapting: "eval" (statistics frozen: only the
                                     # trained parameters act) | "train" (batch statistics, target's updated)
     stats_diagnostic: bool = True   # also report: source-only + re-estimated target BN statistics, and both
@@ -70,55 +85,87 @@ class AdaptConfig:
         return asdict(self)
 
 
-def _restore(model: DAModel, state: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict(state)
-
-
 def _sub(work: Path | None, name: str) -> Path | None:
     return None if work is None else Path(work) / name
 
 
-def _unsupervised(model: DAModel, sources: Sequence[Domain], unl: Domain, test: Domain, cfg: AdaptConfig,
-                  lr: float, bn: str, seed: int, state: dict[str, torch.Tensor], work: Path | None,
-                  suffix: str = "") -> tuple[float, float]:
-    """Target accuracy after ADDA and after moment matching, each from ``state`` (restored after)."""
-    common = dict(steps=cfg.adapt_steps, batch_size=cfg.adapt_batch, lr=lr, pool=cfg.pool, target_bn=bn, seed=seed)
-    adapt_adda(model, sources, unl, disc_lr=cfg.disc_lr, disc_final_lr=cfg.disc_final_lr,
-               disc_hidden=cfg.disc_hidden, out_dir=_sub(work, f"adda{suffix}"), **common)
-    adda = accuracy(model, test, unl.name)
-    _restore(model, state)
-    adapt_m3sda(model, sources, unl, clf_lr=cfg.clf_lr, moment_weight=cfg.moment_weight,
-                discrepancy_weight=cfg.discrepancy_weight, k=cfg.moment_order, out_dir=_sub(work, f"m3sda{suffix}"),
-                **common)
-    m3sda = accuracy(model, test, unl.name)
-    _restore(model, state)
-    return adda, m3sda
+def split_target(target_train: Domain, val_size: int) -> tuple[Domain, Domain | None]:
+    """(adaptation part, labelled validation part of ``val_size`` images or None); a fixed split."""
+    if val_size <= 0:
+        return target_train, None
+    perm = torch.randperm(len(target_train), generator=torch.Generator().manual_seed(0))
+    return target_train.subset(perm[val_size:]), target_train.subset(perm[:val_size])
 
 
-def _supervised(model: DAModel, train: Domain, test: Domain, cfg: AdaptConfig, lr: float, seed: int,
-                state: dict[str, torch.Tensor], work: Path | None, name: str = "supervised") -> float:
-    """Target accuracy after supervised fine-tuning of the target's parameters; ``state`` restored after."""
-    finetune_target(model, train, steps=cfg.ft_steps, batch_size=cfg.adapt_batch, lr=lr, target_bn=cfg.target_bn,
-                    seed=seed, out_dir=_sub(work, name))
-    out = accuracy(model, test, train.name)
-    _restore(model, state)
-    return out
+class _Rows:
+    """One seed's target runs, each from the same source-trained ``state`` (restored after every run)."""
+
+    def __init__(self, model: DAModel, sources: Sequence[Domain], train: Domain, val: Domain | None, test: Domain,
+                 cfg: AdaptConfig, seed: int, work: Path | None):
+        self.model, self.sources, self.train, self.val, self.test = model, list(sources), train, val, test
+        self.cfg, self.seed, self.work, self.t = cfg, seed, work, train.name
+        self.state = copy.deepcopy(model.state_dict())
+        self.selection: dict[str, Any] = {}
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+    def _run(self, kind: str, lr: float, bn: str, name: str) -> list[dict[str, float]]:
+        c = self.cfg
+        common = dict(batch_size=c.adapt_batch, lr=lr, target_bn=bn, seed=self.seed, out_dir=_sub(self.work, name),
+                      final_lr=None if c.target_final_frac is None else lr * c.target_final_frac)
+        unl = self.train.unlabeled()
+        if kind == "adda":
+            return adapt_adda(self.model, self.sources, unl, steps=c.adapt_steps, pool=c.pool, disc_lr=c.disc_lr,
+                              disc_final_lr=c.disc_final_lr, disc_hidden=c.disc_hidden, **common)
+        if kind == "m3sda":
+            return adapt_m3sda(self.model, self.sources, unl, steps=c.adapt_steps, pool=c.pool, clf_lr=c.clf_lr,
+                               moment_weight=c.moment_weight, discrepancy_weight=c.discrepancy_weight,
+                               k=c.moment_order, **common)
+        return finetune_target(self.model, self.train, steps=c.ft_steps, val=self.val,
+                               eval_every=c.ft_eval_every, **common)
+
+    def row(self, key: str, kind: str, lrs: Sequence[float], bn: str | None = None, logits: torch.Tensor | None = None
+            ) -> float:
+        """Test accuracy of ``kind`` at the learning rate of ``lrs`` with the best validation accuracy."""
+        tried: dict[str, dict[str, Any]] = {}
+        for lr in lrs:
+            if logits is not None:
+                self.model.set_logits(self.t, logits)
+            hist = self._run(kind, lr, bn or self.cfg.target_bn, key if len(lrs) == 1 else f"{key}_lr{lr:g}")
+            r: dict[str, Any] = {"lr": lr, "test": accuracy(self.model, self.test, self.t)}
+            if self.val is not None:
+                r["val"] = accuracy(self.model, self.val, self.t)
+                curve = [[i + 1, h[f"val_{self.t}"]] for i, h in enumerate(hist) if f"val_{self.t}" in h]
+                if len(curve) > 1:
+                    r["val_curve"] = curve
+            tried[f"{lr:g}"] = r
+            self.restore()
+        best = min(tried.values(), key=lambda r: (-r.get("val", 0.0), r["lr"]))
+        if len(lrs) > 1:
+            self.selection[key] = {"chosen_lr": best["lr"], "criterion": "target-train validation accuracy",
+                                   "tried": tried}
+        return best["test"]
+
+    def chosen(self, key: str, default: float) -> float:
+        return self.selection.get(key, {}).get("chosen_lr", default)
 
 
 def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
                       source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
                       log: Callable[[str], None] = print, table9: bool = True, work: Path | None = None
                       ) -> dict[str, Any]:
-    """All compositional rows for one seed. ``target_train`` carries labels, used ONLY by the
-    supervised rows (upper bound, Table 9) and the ``init_source="accuracy"`` pick; the
-    unsupervised methods get ``target_train.unlabeled()``."""
+    """All compositional rows for one seed. ``target_train``'s labels are used ONLY by the supervised
+    rows (upper bound, Table 9) and, on its validation split (or all of it when ``val_size`` is 0),
+    by the label-based choices; the unsupervised methods get the adaptation part unlabelled."""
     check_domains(list(sources) + [target_train])
     check_domains(list(sources) + [target_train, target_test] + list(source_tests), distinct=False)
     t, names = target_train.name, [d.name for d in sources]
-    unl = target_train.unlabeled()
+    train, val = split_target(target_train, cfg.val_size)
+    choose_on = val if val is not None else target_train
     acc: dict[str, float] = {}
     params: dict[str, int] = {}
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"n_adapt": len(train), "n_val": 0 if val is None else len(val)}
 
     log(f"  comp: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
     losses = train_sources(model, sources, steps=cfg.pretrain_steps, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -129,51 +176,52 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
     for d in source_tests:
         acc[f"source:{d.name}"] = accuracy(model, d)
 
-    ent = rank_sources(model, unl, names, by="entropy")
-    by_acc = rank_sources(model, target_train, names, by="accuracy")
+    ent = rank_sources(model, train.unlabeled(), names, by="entropy")
+    by_acc = rank_sources(model, choose_on, names, by="accuracy")
     info["target_entropy_by_source"], info["target_train_acc_by_source"] = ent, by_acc
     pick = (best_source(ent, "entropy") if cfg.init_source == "entropy" else
             best_source(by_acc, "accuracy") if cfg.init_source == "accuracy" else cfg.init_source)
     info["init_source"], info["init_source_by_accuracy"] = pick, best_source(by_acc, "accuracy")
     model.add_target(t, from_domain=pick)
-    state = copy.deepcopy(model.state_dict())
+    rows = _Rows(model, sources, train, val, target_test, cfg, seed, work)
     n_target = count_parameters(model.target_parameters(t).values())
     acc["comp_source_only"] = accuracy(model, target_test, t)
     params["comp_source_only"] = params["pretrain"]
     log(f"  comp: source-only {acc['comp_source_only']:.2f}% (target weights from {pick})")
 
     if cfg.stats_diagnostic:
-        reestimate_stats(model, unl)
+        reestimate_stats(model, train.unlabeled())
         acc["comp_stats_only"], params["comp_stats_only"] = accuracy(model, target_test, t), 0
-        _restore(model, state)
+        rows.restore()
 
-    other = "train" if cfg.target_bn == "eval" else "eval"
-    for suffix, bn in [("", cfg.target_bn)] + ([(f"_bn_{other}", other)] if cfg.stats_diagnostic else []):
-        acc[f"comp_adda{suffix}"], acc[f"comp_m3sda{suffix}"] = _unsupervised(
-            model, sources, unl, target_test, cfg, cfg.lr_mixture, bn, seed, state, work, suffix)
-        params[f"comp_adda{suffix}"] = params[f"comp_m3sda{suffix}"] = n_target
-    acc["comp_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state, work)
-    params["comp_supervised"] = n_target
+    lrs, ft_lrs = cfg.lr_grid or (cfg.lr_mixture,), cfg.ft_lr_grid or (cfg.lr_mixture,)
+    for kind in ("adda", "m3sda"):
+        acc[f"comp_{kind}"] = rows.row(kind, kind, lrs)
+    if cfg.stats_diagnostic:   # the other target_bn mode, at the rate chosen above
+        other = "train" if cfg.target_bn == "eval" else "eval"
+        for kind in ("adda", "m3sda"):
+            acc[f"comp_{kind}_bn_{other}"] = rows.row(f"{kind}_bn_{other}", kind, (rows.chosen(kind, lrs[0]),), other)
+    acc["comp_supervised"] = rows.row("supervised", "supervised", ft_lrs)
+    for key in [k for k in acc if k.startswith("comp_") and k not in ("comp_source_only", "comp_stats_only")]:
+        params[key] = n_target
     log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
         f"supervised {acc['comp_supervised']:.2f}%")
 
     if table9:
-        inits = {"random": lambda: random_init(model, seed=seed + 1000),
-                 "accuracy": lambda: accuracy_init(model, by_acc),
-                 "learned": lambda: learned_init(model, target_train, names, steps=cfg.learned_steps,
-                                                 batch_size=cfg.adapt_batch, target_bn=cfg.target_bn, seed=seed,
-                                                 out_dir=_sub(work, "learned_init"))}
-        for kind, make in inits.items():
-            out = make()
-            logits, coef = out if isinstance(out, tuple) else (out, None)
-            if coef is not None:
-                info["learned_coefficients"] = coef
-            _restore(model, state)  # learned_init updated the target BN statistics: start from the same state
+        ft_lr = rows.chosen("supervised", ft_lrs[0])
+        learned, coef = learned_init(model, train, names, steps=cfg.learned_steps, batch_size=cfg.adapt_batch,
+                                     target_bn=cfg.target_bn, seed=seed, out_dir=_sub(work, "learned_init"))
+        info["learned_coefficients"] = coef
+        rows.restore()
+        inits = {"random": random_init(model, seed=seed + 1000), "accuracy": accuracy_init(model, by_acc),
+                 "learned": learned}
+        for kind, logits in inits.items():
             model.set_logits(t, logits)
             acc[f"init:{kind}"] = accuracy(model, target_test, t)
-            acc[f"ft:{kind}"] = _supervised(model, target_train, target_test, cfg, cfg.lr_mixture, seed, state, work,
-                                            f"ft_{kind}")
+            rows.restore()
+            acc[f"ft:{kind}"] = rows.row(f"ft_{kind}", "supervised", (ft_lr,), logits=logits)
         acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
+    info["selection"] = rows.selection
     return {"acc": acc, "params": params, "info": info}
 
 
@@ -181,11 +229,11 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
                   source_tests: Sequence[Domain], cfg: AdaptConfig, *, seed: int = 0,
                   log: Callable[[str], None] = print, work: Path | None = None) -> dict[str, Any]:
     """The plain isometric baseline for one seed: source-only, and ADDA / moment matching / supervised
-    fine-tuning of the target's own input adapter."""
+    fine-tuning of the target's own input adapter (learning rates chosen as for the compositional rows)."""
     check_domains(list(sources) + [target_train])
     check_domains(list(sources) + [target_train, target_test] + list(source_tests), distinct=False)
     t = target_train.name
-    unl = target_train.unlabeled()
+    train, val = split_target(target_train, cfg.val_size)
     acc: dict[str, float] = {}
     params: dict[str, int] = {}
     log(f"  isometric: training on {len(sources)} sources ({cfg.pretrain_steps} steps)")
@@ -195,13 +243,13 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
     for d in source_tests:
         acc[f"source:{d.name}"] = accuracy(model, d)
     model.add_target(t)
-    state = copy.deepcopy(model.state_dict())
+    rows = _Rows(model, sources, train, val, target_test, cfg, seed, work)
     n_target = count_parameters(model.target_parameters(t).values())
     acc["source_only"], params["source_only"] = accuracy(model, target_test, t), params["pretrain"]
-    acc["ia_adda"], acc["ia_m3sda"] = _unsupervised(model, sources, unl, target_test, cfg, cfg.lr_adapter,
-                                                    cfg.target_bn, seed, state, work)
-    acc["ia_supervised"] = _supervised(model, target_train, target_test, cfg, cfg.lr_adapter, seed, state, work)
+    for kind in ("adda", "m3sda"):
+        acc[f"ia_{kind}"] = rows.row(kind, kind, cfg.lr_grid or (cfg.lr_adapter,))
+    acc["ia_supervised"] = rows.row("supervised", "supervised", cfg.ft_lr_grid or (cfg.lr_adapter,))
     params["ia_adda"] = params["ia_m3sda"] = params["ia_supervised"] = n_target
     log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "
         f"moment matching (IA) {acc['ia_m3sda']:.2f}%, supervised (IA) {acc['ia_supervised']:.2f}%")
-    return {"acc": acc, "params": params, "info": {}}
+    return {"acc": acc, "params": params, "info": {"selection": rows.selection}}

@@ -78,3 +78,43 @@ def test_a_killed_seed_continues_and_ends_with_the_same_rows(tmp_path, monkeypat
         r.pop("seconds")
     assert again == straight
     assert not work.exists()                              # the workdir goes once the unit's result is stored
+
+
+def test_learning_rates_are_chosen_on_the_validation_split_never_on_test(monkeypatch):
+    """Stub runs whose validation and test accuracies disagree: the row must report the test accuracy
+    of the rate that is best on VALIDATION (and the smaller rate on a tie)."""
+    import tessera.experiments.da_protocol as proto
+
+    now: dict[str, float] = {}
+
+    def fake_run(model, *a, lr, **kw):
+        now["lr"] = lr
+        return []
+    for name in ("adapt_adda", "adapt_m3sda", "finetune_target"):
+        monkeypatch.setattr(proto, name, fake_run)
+    sources, tests, ttr, tte = _data()
+    val_acc = {1e-3: 50.0, 0.1: 70.0, 0.3: 70.0}
+    test_acc = {1e-3: 90.0, 0.1: 10.0, 0.3: 20.0}
+    real_accuracy = proto.accuracy
+
+    def fake_accuracy(model, domain, as_domain=None, batch_size=512):
+        if "lr" not in now or domain is tests[0] or domain is tests[1]:
+            return real_accuracy(model, domain, as_domain)
+        return val_acc[now["lr"]] if len(domain) == 10 else test_acc[now["lr"]]
+    monkeypatch.setattr(proto, "accuracy", fake_accuracy)
+    cfg = AdaptConfig(pretrain_steps=2, batch_size=16, adapt_batch=16, pool=16, learned_steps=1, val_size=10,
+                      lr_grid=(1e-3, 0.1, 0.3), ft_lr_grid=(0.3, 0.1, 1e-3), stats_diagnostic=False)
+    rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False)
+    for key in ("adda", "m3sda", "supervised"):
+        assert rc["info"]["selection"][key]["chosen_lr"] == 0.1        # val 70 (tie with 0.3: the smaller)
+        assert rc["acc"][f"comp_{key}"] == 10.0                          # its TEST accuracy, not the best test
+    assert rc["info"]["n_val"] == 10 and rc["info"]["n_adapt"] == len(ttr) - 10
+
+
+def test_supervised_rows_record_a_validation_curve():
+    sources, tests, ttr, tte = _data()
+    cfg = AdaptConfig(pretrain_steps=2, batch_size=16, adapt_steps=1, adapt_batch=16, pool=16, ft_steps=4,
+                      ft_eval_every=2, val_size=12, ft_lr_grid=(1e-3, 0.1), stats_diagnostic=False)
+    rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False)
+    for r in rc["info"]["selection"]["supervised"]["tried"].values():
+        assert [s for s, _ in r["val_curve"]] == [2, 4] and r["val_curve"][-1][1] == pytest.approx(r["val"])
