@@ -103,7 +103,7 @@ def test_learning_rates_are_chosen_on_the_validation_split_never_on_test(monkeyp
         return val_acc[now["lr"]] if len(domain) == 10 else test_acc[now["lr"]]
     monkeypatch.setattr(proto, "accuracy", fake_accuracy)
     cfg = AdaptConfig(pretrain_steps=2, batch_size=16, adapt_batch=16, pool=16, learned_steps=1, val_size=10,
-                      lr_grid=(1e-3, 0.1, 0.3), ft_lr_grid=(0.3, 0.1, 1e-3), stats_diagnostic=False)
+                      lr_grid=(1e-3, 0.1, 0.3), ft_lr_grid=(0.3, 0.1, 1e-3), stats_diagnostic=False, other_bn_rows=False)
     rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False)
     for key in ("adda", "m3sda", "supervised"):
         assert rc["info"]["selection"][key]["chosen_lr"] == 0.1        # val 70 (tie with 0.3: the smaller)
@@ -114,7 +114,7 @@ def test_learning_rates_are_chosen_on_the_validation_split_never_on_test(monkeyp
 def test_supervised_rows_record_a_validation_curve():
     sources, tests, ttr, tte = _data()
     cfg = AdaptConfig(pretrain_steps=2, batch_size=16, adapt_steps=1, adapt_batch=16, pool=16, ft_steps=4,
-                      ft_eval_every=2, val_size=12, ft_lr_grid=(1e-3, 0.1), stats_diagnostic=False)
+                      ft_eval_every=2, val_size=12, ft_lr_grid=(1e-3, 0.1), stats_diagnostic=False, other_bn_rows=False)
     rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False)
     for r in rc["info"]["selection"]["supervised"]["tried"].values():
         assert [s for s, _ in r["val_curve"]] == [2, 4] and r["val_curve"][-1][1] == pytest.approx(r["val"])
