@@ -1,10 +1,15 @@
-"""Adversarial discriminative adaptation (ADDA, Tzeng et al. 2017) as losses and one step.
+"""Adversarial discriminative adaptation (ADDA, Tzeng et al. 2017): two losses and an engine method.
 
 A :class:`Discriminator` (3-layer CNN over feature maps (N, C, H, W), or a 3-layer MLP over
-vectors (N, D)) says "source" (1) or "target" (0) with binary cross-entropy. The target's feature
-function is then trained with the *inverted* labels to fool it. :func:`adda_step` does one round of
-both on any feature function; only the parameters inside the optimizers you pass ever move.
+vectors (N, D)) says "source" (1) or "target" (0) with binary cross-entropy
+(:func:`discriminator_loss`); the target's feature function is trained with the *inverted* labels
+to fool it (:func:`adversarial_target_loss`). :class:`ADDA` is the alternating min-max as a
+:class:`tessera.train.Method`: each step yields ``("disc", loss)`` and then ``("target", loss)``
+against the discriminator the engine has just updated; the engine backpropagates each loss into
+that optimizer's parameters only, so nothing but the discriminator and the target's own
+parameters ever moves. :func:`tessera.adapt.adapt_adda` runs it.
 
+>>> import torch
 >>> disc = Discriminator.for_features((8, 4, 4), hidden=16)
 >>> fs, ft = torch.randn(6, 8, 4, 4) + 1, torch.randn(6, 8, 4, 4)
 >>> discriminator_loss(disc(fs), disc(ft)).shape, adversarial_target_loss(disc(ft)).shape
@@ -12,16 +17,18 @@ both on any feature function; only the parameters inside the optimizers you pass
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ShapeError
-from .select import step_only
+from ..train import Optim, Trainer
+from ._engine import Recorded, adam, check_target_bn, linear
+from .models import DAModel
 
-__all__ = ["Discriminator", "discriminator_loss", "adversarial_target_loss", "adda_step"]
+__all__ = ["Discriminator", "discriminator_loss", "adversarial_target_loss", "ADDA"]
 
 
 class Discriminator(nn.Module):
@@ -70,27 +77,59 @@ def adversarial_target_loss(target_logits: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(target_logits, torch.ones_like(target_logits))
 
 
-def adda_step(target_features: Callable[[Tensor], Tensor], x_target: Tensor, source_features: Tensor,
-              discriminator: nn.Module, disc_opt: torch.optim.Optimizer, target_opt: torch.optim.Optimizer,
-              ) -> dict[str, float]:
-    """One ADDA round: a discriminator step, then a target step with inverted labels.
+class ADDA(Recorded):
+    """ADDA on the target's own parameters (paper 002 App. D.3) as an engine method.
 
-    Args:
-        target_features: ``x -> features`` through the trainable target mapping (with grad).
-        x_target: a batch of target inputs (no labels).
-        source_features: a batch of (fixed) source features, same per-sample shape.
-        discriminator: the domain classifier; ``disc_opt`` holds its parameters.
-        target_opt: holds ONLY the parameters the target mapping may change.
-
-    Returns ``{"disc_loss", "target_loss", "disc_acc"}`` (losses before each step).
+    Task 0 of the run is the unlabelled target. Each step: a batch of fixed source features is drawn
+    from ``source_features`` (M, ...) with the step's generator (the same draws on every rank and
+    after a resume), the discriminator steps on source vs (detached) target features (optimizer
+    ``"disc"``: Adam, betas (0.5, 0.999), ``disc_lr`` decaying linearly to ``disc_final_lr``), then
+    the target's parameters step on the inverted-label loss against the *updated* discriminator
+    (optimizer ``"target"``: Adam, ``lr``, linear to ``final_lr`` or constant). Records
+    ``disc_loss``, ``disc_acc`` and ``target_loss``. ``target_bn="eval"`` freezes every BN statistic
+    (only the trained parameters act); ``"train"`` lets the target's own BN layers use batch
+    statistics and update the target's.
     """
-    ft = target_features(x_target)                          # (N, ...) with grad into target params
-    fs = source_features.detach()
-    if fs.shape[1:] != ft.shape[1:]:
-        raise ShapeError(f"source features {tuple(fs.shape[1:])} vs target features {tuple(ft.shape[1:])}; "
-                         f"take both from the same layer")
-    ls, lt = discriminator(fs), discriminator(ft.detach())
-    d_loss = step_only(disc_opt, discriminator_loss(ls, lt))
-    acc = 0.5 * (float((ls > 0).float().mean()) + float((lt < 0).float().mean()))
-    g_loss = step_only(target_opt, adversarial_target_loss(discriminator(ft)))
-    return {"disc_loss": d_loss, "target_loss": g_loss, "disc_acc": acc}
+
+    def __init__(self, model: DAModel, target: str, source_features: Tensor, discriminator: nn.Module, *,
+                 lr: float = 1e-3, final_lr: float | None = None, disc_lr: float = 2e-4,
+                 disc_final_lr: float | None = 1e-5, target_bn: str = "eval"):
+        super().__init__()
+        self.model, self.target, self.pool, self.disc = model, target, source_features, discriminator
+        self.train_bn = check_target_bn(target_bn)
+        self.lr, self.final_lr, self.disc_lr, self.disc_final_lr = lr, final_lr, disc_lr, disc_final_lr
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"discriminator": self.disc}
+
+    def optimizers(self, trainer: Trainer) -> dict[str, Optim]:
+        return {"disc": Optim(list(self.disc.parameters()), config=adam(self.disc_lr, (0.5, 0.999)),
+                              schedule=linear(self.disc_lr, self.disc_final_lr)),
+                "target": Optim(list(self.model.target_parameters(self.target).values()), config=adam(self.lr),
+                                schedule=linear(self.lr, self.final_lr))}
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.pool = self.pool.to(trainer.device)
+
+    def training_step(self, trainer: Trainer, step: int) -> Iterator[tuple[str, Tensor]]:
+        self.model.set_adapt_mode(self.target, self.train_bn)
+        xt, _ = trainer.batch(0)                                       # this rank's target shard (n, ...)
+        idx = torch.randint(len(self.pool), (trainer.batch_size(trainer.tasks[0]),), generator=trainer.generator(0))
+        fs = self.pool[trainer.shard(idx).to(self.pool.device)]       # (n, ...) fixed source features
+        ft = self.model.features(xt, self.target)                      # (n, ...) with grad into the target
+        if fs.shape[1:] != ft.shape[1:]:
+            raise ShapeError(f"source features {tuple(fs.shape[1:])} vs target features {tuple(ft.shape[1:])}; "
+                             f"take both from the same layer")
+        ls, lt = self.disc(fs), self.disc(ft.detach())                 # (n,), (n,) logits, source > 0
+        d_loss = discriminator_loss(ls, lt)
+        trainer.record("disc_loss", d_loss)
+        trainer.record("disc_acc", 0.5 * ((ls > 0).float().mean() + (lt < 0).float().mean()))
+        yield "disc", d_loss                                           # the engine steps the discriminator
+        g_loss = adversarial_target_loss(self.disc(ft))                # against the updated discriminator
+        trainer.record("target_loss", g_loss)
+        yield "target", g_loss
+
+    def settings(self) -> dict[str, Any]:
+        """The hyperparameters (stored in checkpoints)."""
+        return {"target": self.target, "lr": self.lr, "final_lr": self.final_lr, "disc_lr": self.disc_lr,
+                "disc_final_lr": self.disc_final_lr, "train_bn": self.train_bn, "pool": list(self.pool.shape)}

@@ -22,13 +22,12 @@ import torch
 
 from ..data import sklearn_digit_domains
 from ..io import save_json
+from ..mixture import count_parameters
 from ..threads import intra_op_threads
-from .baselines import AdaptConfig
 from .domains import Domain
 from .init import best_source, rank_sources
-from .loops import accuracy, adapt_adda, adapt_m3sda, reestimate_stats, train_sources
 from .models import CompositionalDA
-from .select import count_params
+from .training import accuracy, adapt_adda, adapt_m3sda, reestimate_stats, train_sources
 
 __all__ = ["demo"]
 
@@ -57,12 +56,11 @@ def _demo(out: Path, seed: int, steps: int, adapt_steps: int, lr: float) -> list
     torch.manual_seed(seed)
     model = CompositionalDA.build([d.name for d in sources], 10, num_templates=3, depth=6, channels=12, patch=4,
                                   head_channels=(32, 64), dropout=0.2, seed=seed)
-    cfg = AdaptConfig()
-    train_sources(model, sources, steps=steps, batch_size=32, lr=4e-3, mixture_lr_mult=cfg.mixture_lr_mult, seed=seed)
+    train_sources(model, sources, steps=steps, batch_size=32, lr=4e-3, mixture_lr_mult=10.0, seed=seed)
     pick = best_source(rank_sources(model, target, [d.name for d in sources], by="entropy"), "entropy")
     model.add_target(TARGET, from_domain=pick)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    n = count_params(model.target_parameters(TARGET))
+    n = count_parameters(model.target_parameters(TARGET).values())
     setting = f"digits 8x8: {'+'.join(SOURCES)} -> {TARGET}"
     acc = {"source-only": accuracy(model, test, TARGET)}
     reestimate_stats(model, target)

@@ -3,28 +3,26 @@
 A :class:`Domain` is ``(name, x, y=None)``. Sources are labelled; the target of an *unsupervised*
 method must not be (:func:`require_unlabeled` refuses it, so labels cannot leak into a method that
 promises not to use them). :func:`check_domains` checks that a group of domains can feed one
-network (same input shape, distinct names). :class:`BatchStream` draws shuffled mini-batches forever.
+network (same input shape, distinct names). Batches are drawn by the engine (:mod:`tessera.train`).
 
+>>> import torch
 >>> src = Domain("mnist", torch.rand(8, 1, 4, 4), torch.arange(8) % 3)
 >>> tgt = Domain("usps", torch.rand(5, 1, 4, 4))
 >>> check_domains([src, tgt]), src.labeled, tgt.labeled, len(tgt)
 ((1, 4, 4), True, False, 5)
->>> xb, yb = next(BatchStream(src, 3, seed=0))
->>> tuple(xb.shape), tuple(yb.shape)
-((3, 1, 4, 4), (3,))
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["Domain", "DomainError", "check_domains", "require_unlabeled", "require_labeled", "BatchStream"]
+__all__ = ["Domain", "DomainError", "check_domains", "require_unlabeled", "require_labeled"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -134,32 +132,3 @@ def require_labeled(domain: Domain, method: str = "this method") -> Domain:
     if not domain.labeled:
         raise DomainError(f"domain {domain.name!r} has no labels but {method} needs them; pass Domain(name, x, y)")
     return domain
-
-
-class BatchStream:
-    """Endless shuffled mini-batches of a domain: ``next(stream) -> (x, y or None)``.
-
-    Each pass over the data is a fresh permutation from a private generator (reproducible by ``seed``).
-    """
-
-    def __init__(self, domain: Domain, batch_size: int, seed: int = 0, device: torch.device | str | None = None):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.domain, self.batch_size, self.device = domain, min(batch_size, len(domain)), device
-        self.g = torch.Generator().manual_seed(int(seed))
-        self._perm, self._pos = torch.randperm(len(domain), generator=self.g), 0
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None]]:
-        return self
-
-    def __next__(self) -> tuple[Tensor, Tensor | None]:
-        if self._pos + self.batch_size > len(self._perm):
-            self._perm, self._pos = torch.randperm(len(self.domain), generator=self.g), 0
-        idx = self._perm[self._pos:self._pos + self.batch_size]
-        self._pos += self.batch_size
-        x = self.domain.x[idx]
-        y = None if self.domain.y is None else self.domain.y[idx]
-        if self.device is not None:
-            x = x.to(self.device, non_blocking=True)
-            y = None if y is None else y.to(self.device, non_blocking=True)
-        return x, y

@@ -10,31 +10,36 @@
   else fixed.
 
 Mixing is done on the mixture *weights* softmax(xi) (each layer stays a convex combination of
-templates); the result is stored back as logits ``log(weights)``. These mirror
-:mod:`tessera.mixture.transfer`, whose ``learn_interpolation`` / ``source_accuracies`` assume per-task
-heads; here all domains share the heads of a :class:`CompositionalDA`.
+templates); the result is returned as logits ``log(weights)`` (:func:`interpolated_logits`) for
+``CompositionalDA.set_logits``; nothing here changes the model. These mirror
+:mod:`tessera.mixture.transfer`, whose ``interpolate`` / ``learn_interpolation`` write into a
+:class:`~tessera.mixture.MixtureNet` with per-task heads; here all domains share the heads of a
+:class:`CompositionalDA`. The learned interpolation runs on the engine.
 
+>>> import torch
 >>> w = {"a": torch.tensor([[1.0, 0.0]]), "b": torch.tensor([[0.0, 1.0]])}
->>> interpolate(w, {"a": 3.0, "b": 1.0}).softmax(-1)
+>>> interpolated_logits(w, {"a": 3.0, "b": 1.0}).softmax(-1)
 tensor([[0.7500, 0.2500]])
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..mixture import init_logits
 from ..mixture.transfer import accuracy_coefficients
-from .domains import BatchStream, Domain, require_labeled
-from .loops import linear_lr
+from ..train import Optim, Task, Trainer
+from ._engine import Recorded, adam, check_target_bn, fit, linear
+from .domains import Domain, require_labeled
 from .models import CompositionalDA
-from .select import step_only
 
-__all__ = ["interpolate", "source_weights", "rank_sources", "random_init", "accuracy_init", "learned_init"]
+__all__ = ["interpolated_logits", "source_weights", "rank_sources", "best_source", "random_init", "accuracy_init",
+           "learned_init"]
 
 _TINY = 1e-12
 
@@ -44,7 +49,7 @@ def source_weights(model: CompositionalDA, sources: Sequence[str]) -> dict[str, 
     return {s: model.net.coefficients(s).detach() for s in sources}
 
 
-def interpolate(weights: Mapping[str, Tensor], coef: Mapping[str, float] | Tensor) -> Tensor:
+def interpolated_logits(weights: Mapping[str, Tensor], coef: Mapping[str, float] | Tensor) -> Tensor:
     """Logits ``log(sum_v c_v w_v)`` (L, K) of a convex combination of mixture weights ``w_v`` (L, K).
 
     ``coef`` is normalised to sum to 1 (a dict by name, or a tensor in the order of ``weights``).
@@ -84,6 +89,7 @@ def rank_sources(model: CompositionalDA, target: Domain, sources: Sequence[str],
 
 
 def best_source(scores: Mapping[str, float], by: str) -> str:
+    """The best-scoring source of :func:`rank_sources` (lowest entropy, or highest accuracy)."""
     return (min if by == "entropy" else max)(scores, key=lambda k: scores[k])
 
 
@@ -95,29 +101,49 @@ def random_init(model: CompositionalDA, seed: int = 0, std: float = 1.0) -> Tens
 def accuracy_init(model: CompositionalDA, accuracies: Mapping[str, float]) -> Tensor:
     """Accuracy-based interpolation (Table 9): ``c_v = a_v / sum_k a_k``
     (:func:`tessera.mixture.transfer.accuracy_coefficients`)."""
-    return interpolate(source_weights(model, list(accuracies)), accuracy_coefficients(accuracies))
+    return interpolated_logits(source_weights(model, list(accuracies)), accuracy_coefficients(accuracies))
+
+
+class _Interpolation(Recorded):
+    """Learns ``c = softmax(beta)`` over fixed source mixture weights ``w`` (V, L, K) by cross-entropy."""
+
+    def __init__(self, model: CompositionalDA, target: str, w: Tensor, lr: float, train_bn: bool):
+        super().__init__()
+        self.model, self.target, self.w, self.lr, self.train_bn = model, target, w, lr, train_bn
+        self.holder = nn.Module()
+        self.holder.beta = nn.Parameter(torch.zeros(len(w), device=w.device, dtype=w.dtype))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"interpolation": self.holder}
+
+    def optimizers(self, trainer: Trainer) -> dict[str, Optim]:
+        return {"main": Optim([self.holder.beta], config=adam(self.lr), schedule=linear(self.lr, 0.1 * self.lr))}
+
+    def training_step(self, trainer: Trainer, step: int) -> Tensor:
+        self.model.set_adapt_mode(self.target, self.train_bn)
+        x, y = trainer.batch(0)
+        coeff = torch.einsum("v,vlk->lk", self.holder.beta.softmax(0), self.w)    # (V,) x (V, L, K) -> (L, K)
+        h = self.model.features(x, self.target, coeff=coeff)
+        loss = F.cross_entropy(self.model.classify(self.model.embed(h)), y)
+        trainer.record("loss", loss)
+        return loss
 
 
 def learned_init(model: CompositionalDA, target: Domain, sources: Sequence[str], *, steps: int = 100,
-                 batch_size: int = 64, lr: float = 0.05, target_bn: str = "eval", seed: int = 0
-                 ) -> tuple[Tensor, dict[str, float]]:
-    """Learned interpolation (Table 9): ``c = softmax(beta)`` fitted by cross-entropy on labelled target data.
+                 batch_size: int = 64, lr: float = 0.05, target_bn: str = "eval", seed: int = 0,
+                 out_dir: str | Path | None = None, device: str | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Learned interpolation (Table 9): ``c = softmax(beta)`` fitted by cross-entropy on labelled target data
+    (Adam, ``lr`` decaying linearly to ``lr / 10``; only beta is trained).
 
     ``target.name`` must be a domain of the model (its BN statistics are used, and updated with
     ``target_bn="train"``). Returns ``(logits (L, K), {source: c_v})``; no model parameter changes.
     """
     require_labeled(target, "learned interpolation")
+    train_bn = check_target_bn(target_bn)
     w = torch.stack(list(source_weights(model, sources).values()))            # (V, L, K)
-    beta = torch.zeros(len(sources), device=w.device, requires_grad=True)
-    opt = torch.optim.Adam([beta], lr=lr)
-    stream = BatchStream(target, batch_size, seed=seed)
-    torch.manual_seed(seed)
-    with model.adapt_mode(target.name, target_bn == "train"):
-        for s in range(steps):
-            linear_lr(opt, s, steps, lr, lr * 0.1)
-            x, y = next(stream)
-            coeff = torch.einsum("v,vlk->lk", beta.softmax(0), w)             # (V,) x (V, L, K) -> (L, K)
-            h = model.features(x, target.name, coeff=coeff)
-            step_only(opt, F.cross_entropy(model.classify(model.embed(h)), y))
-    c = beta.detach().softmax(0)
-    return interpolate(dict(zip(sources, w)), c), dict(zip(sources, c.tolist()))
+    method = _Interpolation(model, target.name, w, lr, train_bn)
+    fit(model, [Task(target.name, train=(target.x, target.y))], method, name="learned_init", steps=steps,
+        batch_size=min(batch_size, len(target)), seed=seed, out_dir=out_dir, checkpoint_every=0, device=device,
+        settings=dict(target=target.name, sources=list(sources), lr=lr, train_bn=train_bn))
+    c = method.holder.beta.detach().softmax(0)
+    return interpolated_logits(dict(zip(sources, w)), c), dict(zip(sources, c.tolist()))

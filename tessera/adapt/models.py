@@ -19,6 +19,7 @@ Both wrappers expose::
 The heads are ``num_heads`` linear layers trained together on the sources (moment matching uses
 two, paper 002 §4.4); predictions average their logits.
 
+>>> import torch
 >>> m = CompositionalDA.build(["a", "b"], num_classes=3, num_templates=2, depth=3, channels=8,
 ...                           patch=4, head_channels=(16, 16))
 >>> m.logits(torch.rand(2, 1, 8, 8), "a").shape
@@ -79,6 +80,11 @@ class DAModel(nn.Module):
         """Modules that run in train mode while ``name`` adapts (their BN statistics are the target's own)."""
         raise NotImplementedError
 
+    def activate(self, name: str) -> None:
+        """Make ``name``'s own state (e.g. its BN statistics) the one the shared modules hold now
+        (a forward with ``domain=name`` does this too)."""
+        self._check_domain(name)
+
     # -- shared ----------------------------------------------------------------------------
     def head_logits(self, e: Tensor) -> list[Tensor]:
         """Every head's logits on embeddings ``e`` (N, E) (after dropout)."""
@@ -109,29 +115,33 @@ class DAModel(nn.Module):
             losses.append(sum(F.cross_entropy(lg, y) for lg in self.head_logits(e)))
         return torch.stack(losses).mean()
 
-    def pretrain_groups(self, weight_decay: float, mixture_lr_mult: float = 1.0) -> list[dict[str, Any]]:
-        """Optimizer groups for source training: L2 on >= 2-d weights except mixture logits, whose
-        learning rate is ``mixture_lr_mult`` times the others' (key ``lr_mult``)."""
+    def pretrain_groups(self, lr: float, weight_decay: float, mixture_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+        """Optimizer groups for source training: L2 ``weight_decay`` on >= 2-d weights except mixture
+        logits, whose learning rate is ``mixture_lr_mult * lr``; everything else at ``lr``."""
         decay, rest, mixture = [], [], []
         for n, p in self.named_parameters():
             if ".mixture." in f".{n}":
                 mixture.append(p)
             else:
                 (decay if p.ndim >= 2 else rest).append(p)
-        groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
-                  {"params": rest, "weight_decay": 0.0, "lr_mult": 1.0},
-                  {"params": mixture, "weight_decay": 0.0, "lr_mult": mixture_lr_mult}]
+        groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+                  {"params": rest, "weight_decay": 0.0, "lr": lr},
+                  {"params": mixture, "weight_decay": 0.0, "lr": lr * mixture_lr_mult}]
         return [g for g in groups if g["params"]]
 
-    @contextlib.contextmanager
-    def adapt_mode(self, name: str, target_train: bool = True) -> Iterator[None]:
+    def set_adapt_mode(self, name: str, target_train: bool = False) -> None:
         """Eval mode everywhere (shared BN statistics frozen, no dropout) except, with ``target_train``,
         the target's own modules (their BN layers then use batch statistics and update the target's)."""
         self._check_domain(name)
-        was = {m: m.training for m in self.modules()}
         self.eval()
         for m in self.target_modules(name) if target_train else ():
             m.train()
+
+    @contextlib.contextmanager
+    def adapt_mode(self, name: str, target_train: bool = True) -> Iterator[None]:
+        """:meth:`set_adapt_mode` for the duration of a ``with`` block; every flag is restored after."""
+        was = {m: m.training for m in self.modules()}
+        self.set_adapt_mode(name, target_train)
         try:
             yield
         finally:
@@ -190,6 +200,9 @@ class CompositionalDA(DAModel):
 
     def target_modules(self, name: str) -> list[nn.Module]:
         return [self.net.blocks]  # the mixture layers; their BN statistics are bound per domain
+
+    def activate(self, name: str) -> None:
+        self.net.set_task(self._check_domain(name))  # bind name's BN statistics into the shared layers
 
 
 class IsometricDA(DAModel):

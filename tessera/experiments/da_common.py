@@ -1,21 +1,36 @@
-"""Shared by the domain-adaptation experiments: resumable per-seed runs and the rows of Tables 3/9/11/12."""
+"""Shared by the domain-adaptation experiments: one seed's two units, and the rows of Tables 3/9/11/12."""
 from __future__ import annotations
 
-import hashlib
-import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..adapt.baselines import ROWS
-from ..io import load_json, save_json
 from ..results import Report
-from . import RunOptions
+from .da_protocol import ROWS, AdaptConfig, run_compositional, run_isometric
+from .units import Units
 
-__all__ = ["collect", "run_seeds"]
+__all__ = ["collect", "run_seed"]
 
 
-def _fingerprint(d: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def run_seed(units: Units, seed: int, data: tuple, cfg: AdaptConfig, build: Callable[[str, int], Any]
+             ) -> dict[str, Any]:
+    """The compositional and the isometric unit of one seed (each resumable at step level in its workdir).
+
+    ``data``: (sources, source tests, target train (labelled), target test); ``build(kind, seed)``
+    returns a fresh ``"comp"`` or ``"iso"`` model.
+    """
+    sources, tests, ttr, tte = data
+    out: dict[str, Any] = {"seconds": {}}
+    for kind, protocol in (("comp", run_compositional), ("iso", run_isometric)):
+        def one(work: Path, kind: str = kind, protocol: Callable[..., dict[str, Any]] = protocol) -> dict[str, Any]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = protocol(build(kind, seed), sources, ttr, tte, tests, cfg, seed=seed, work=work,
+                           log=lambda m: print(m, flush=True))
+            res["seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+            return res
+        out[kind] = units.run((kind, f"seed{seed}"), one)
+        out["seconds"][kind] = out[kind]["seconds"]
+    return out
 
 
 def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[str], setting: str,
@@ -28,13 +43,19 @@ def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[s
     def params(model: str, key: str) -> int:
         return per_seed[0][model]["params"][key]
 
+    def lrs(model: str, key: str) -> dict[str, Any]:
+        """``{"chosen_lr": [per seed]}`` when the row's learning rate was chosen on validation data."""
+        sel = key.split("_", 1)[1]                       # comp_adda -> adda, ia_supervised -> supervised
+        chosen = [r[model]["info"].get("selection", {}).get(sel, {}).get("chosen_lr") for r in per_seed]
+        return {"chosen_lr": chosen} if all(c is not None for c in chosen) else {}
+
     for key, name in ROWS.items():
         model = "comp" if key.startswith("comp") else "iso"
         report.add_row(setting=setting, method=name, metric="target accuracy (%)", values=vals(model, key),
-                       paper=paper_t3.get(key), trained_params=params(model, key), table="3")
+                       paper=paper_t3.get(key), trained_params=params(model, key), table="3", **lrs(model, key))
     report.add_row(setting=setting, method="Supervised (IA)", metric="target accuracy (%)",
                    values=vals("iso", "ia_supervised"), paper=None, trained_params=params("iso", "ia_supervised"),
-                   table="3 (extra)")
+                   table="3 (extra)", **lrs("iso", "ia_supervised"))
     diagnostics = {"comp_stats_only": "Comp. source-only + target BN statistics re-estimated",
                    "comp_adda_bn_eval": "Comp. Adversarial, target BN statistics frozen",
                    "comp_m3sda_bn_eval": "Comp. Moment Matching, target BN statistics frozen",
@@ -70,26 +91,3 @@ def collect(report: Report, per_seed: list[dict[str, Any]], source_names: list[s
                            table="9")
             report.add_row(setting=f"{setting} target init", method=label, metric="fine-tuned accuracy (%)",
                            values=vals("comp", f"ft:{kind}"), paper=None, trained_params=n_t, table="9")
-
-
-def run_seeds(name: str, opts: RunOptions, budget: Any, seeds: int, config: dict[str, Any], data: tuple,
-              seed_fn: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run (or, with ``opts.resume``, reload) every seed; each finished seed is saved atomically."""
-    fp = _fingerprint(config)
-    folder = Path(opts.out) / name
-    out = []
-    for s in range(seeds):
-        path = folder / f"seed{s}.json"
-        if opts.resume and path.is_file():
-            saved = load_json(path)
-            if saved.get("fingerprint") == fp:
-                print(f"[{name}] seed {s}: reusing {path}", flush=True)
-                out.append(saved["result"])
-                continue
-        print(f"[{name}] seed {s}", flush=True)
-        res = seed_fn(budget, data, s, log=lambda m: print(m, flush=True))
-        save_json(path, {"fingerprint": fp, "config": config, "result": res})
-        out.append(res)
-    return out
-
-

@@ -21,14 +21,17 @@ from typing import Any
 
 import torch
 
-from ..adapt import AdaptConfig, CompositionalDA, Domain, IsometricDA, mlp_parts, run_compositional, run_isometric
+from ..adapt import CompositionalDA, Domain, IsometricDA
+from ..adapt.models import mlp_parts
 from ..data import load_office_surf, split_indices
 from ..errors import ConfigError
 from ..mixture import MixtureNet
 from ..results import Report
 from ..threads import intra_op_threads
 from . import RunOptions
-from .da_common import collect, run_seeds
+from .da_common import collect, run_seed
+from .da_protocol import AdaptConfig
+from .units import Units
 
 __all__ = ["run", "OfficeBudget", "BUDGETS", "load_domains", "PAPER_T3", "PAPER_T11"]
 
@@ -89,27 +92,15 @@ def load_domains(root: Path | None, seed: int) -> tuple[list[Domain], list[Domai
             dom(TARGET, parts[TARGET][0]), dom(TARGET, parts[TARGET][1]))
 
 
-def build_models(b: OfficeBudget, seed: int) -> tuple[CompositionalDA, IsometricDA]:
+def build_model(b: OfficeBudget, kind: str, seed: int) -> CompositionalDA | IsometricDA:
+    """``"comp"``: the template-mixture MLP; ``"iso"``: the plain residual MLP with ``templates`` blocks."""
     torch.manual_seed(seed)
     ia, block, oa = mlp_parts(800, b.dim, b.embed, b.input_dropout)
-    net = MixtureNet(block, num_templates=b.templates, depth=b.depth, tasks=list(SOURCES), input_adapter=ia,
-                     output_adapter=oa, embed_dim=b.embed, bn="mixed", seed=seed)
-    comp = CompositionalDA(net, 10, dropout=b.dropout)
-    torch.manual_seed(seed)
-    ia, block, oa = mlp_parts(800, b.dim, b.embed, b.input_dropout)
-    iso = IsometricDA(ia, [block() for _ in range(b.templates)], oa, b.embed, 10, list(SOURCES), dropout=b.dropout)
-    return comp, iso
-
-
-def run_seed(b: OfficeBudget, root: Path | None, seed: int, log=print) -> dict[str, Any]:
-    sources, tests, wtr, wte = load_domains(root, seed)
-    comp, iso = build_models(b, seed)
-    t0 = time.perf_counter()
-    rc = run_compositional(comp, sources, wtr, wte, tests, b.protocol, seed=seed, log=log)
-    t1 = time.perf_counter()
-    ri = run_isometric(iso, sources, wtr, wte, tests, b.protocol, seed=seed, log=log)
-    return {"comp": rc, "iso": ri, "seconds": {"compositional": t1 - t0, "isometric": time.perf_counter() - t1},
-            "sizes": {"source_train": [len(d) for d in sources], "target_train": len(wtr), "target_test": len(wte)}}
+    if kind == "comp":
+        net = MixtureNet(block, num_templates=b.templates, depth=b.depth, tasks=list(SOURCES), input_adapter=ia,
+                         output_adapter=oa, embed_dim=b.embed, bn="mixed", seed=seed)
+        return CompositionalDA(net, 10, dropout=b.dropout)
+    return IsometricDA(ia, [block() for _ in range(b.templates)], oa, b.embed, 10, list(SOURCES), dropout=b.dropout)
 
 
 def run(opts: RunOptions) -> dict[str, Any]:
@@ -123,7 +114,13 @@ def run(opts: RunOptions) -> dict[str, Any]:
         config = {**b.to_dict(), "seeds": seeds, "budget": opts.budget, "sources": list(SOURCES), "target": TARGET,
                   "features": "SURF 800-bin BoW (paper: images)"}
         report = Report("da-office", config=config)
-        per_seed = run_seeds("da-office", opts, b, seeds, config, opts.data_root, run_seed)
+        units = Units(opts, "da-office", {k: v for k, v in config.items() if k != "seeds"})
+        per_seed = []
+        for s in range(seeds):
+            data = load_domains(opts.data_root, s)
+            per_seed.append({**run_seed(units, s, data, b.protocol, lambda kind, seed: build_model(b, kind, seed)),
+                             "sizes": {"source_train": [len(d) for d in data[0]], "target_train": len(data[2]),
+                                       "target_test": len(data[3])}})
         config["init_source_picked"] = [r["comp"]["info"]["init_source"] for r in per_seed]
         config["init_source_by_accuracy"] = [r["comp"]["info"]["init_source_by_accuracy"] for r in per_seed]
         config["seconds_per_seed"] = [r["seconds"] for r in per_seed]

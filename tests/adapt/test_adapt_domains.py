@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tessera.adapt import Domain, DomainError, adapt_adda, adapt_m3sda, check_domains
+from tessera.adapt import Domain, DomainError, adapt_adda, adapt_m3sda
+from tessera.adapt.domains import check_domains
 from tessera.errors import ShapeError, TesseraError
 
 from adapt_helpers import make_domain, tiny_comp
