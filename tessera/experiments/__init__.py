@@ -37,7 +37,9 @@ EXPERIMENTS.register_lazy("signatures", "tessera.experiments.mixture_signatures:
 EXPERIMENTS.register_lazy("mixture-multitask", "tessera.experiments.mixture_multitask:run",
                           help="paper 002 Fig. 2b: 9 digit tasks (3 datasets x 3 augmentations), 9 templates vs shared baseline")
 EXPERIMENTS.register_lazy("mixture-transfer", "tessera.experiments.mixture_transfer:run",
-                          help="paper 002 Table 2/9 analog: transfer to a held-out digit task by mixture weights only")
+                          help="paper 002 Table 2/9 analog: transfer to a held-out digit task by mixture weights, BN and logits")
+EXPERIMENTS.register_lazy("mixture-variants", "tessera.experiments.mixture_variants:run",
+                          help="paper 002 Table 8 + Table 10 analogs: 5 digit-like datasets co-trained by 8 variants; transfer to 3 held-out ones")
 EXPERIMENTS.register_lazy("compat-recombination", "tessera.experiments.compat_recombination:run",
                           help="paper 004 Fig. 2 analog: recombination accuracy of IIW/RP/DCC combinations, MNIST<->USPS (+ Fashion<->KMNIST)")
 EXPERIMENTS.register_lazy("compat-uda", "tessera.experiments.compat_uda:run",
