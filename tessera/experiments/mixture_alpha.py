@@ -1,5 +1,10 @@
-"""The clustering regularizer's strength in the template-mixture experiments, chosen by a sweep on data
+"""The clustering regularizer's strength in the template-mixture experiments, chosen on validation data
 held out from the *training* parts (never the evaluation parts), per mixture-logit init.
+
+Every model of an experiment trains on its tasks' training parts minus their last ``n_val`` samples
+(:func:`split_val`), which validate. A sweep trains the swept row (seed 0, the full budget) once per
+alpha and keeps the alpha with the best mean validation accuracy; that run *is* the row's seed-0 run
+(the units are keyed by ``(row, alpha, seed)``), so the sweep costs ``len(alphas) - 1`` extra runs.
 """
 from __future__ import annotations
 
@@ -12,12 +17,17 @@ from torch import Tensor
 from ..mixture.training import TaskSplit
 from .mixture_common import Model, mean
 
-__all__ = ["ALPHAS", "sweep_models", "holdout", "clustering_loss", "regularizer_balance", "choose_alpha",
-           "add_sweep_rows", "alphas_by_init"]
+__all__ = ["ALPHAS", "sweep_models", "split_val", "clustering_loss", "regularizer_balance", "choose_alphas",
+           "add_sweep_rows", "unit_key"]
 
-ALPHAS = (0.0, 0.1, 1.0, 10.0)
-"""Clustering strengths swept (squared distances normalized by P): 0 = off, up to a regularizer whose
-gradient on the mixture logits dominates the cross-entropy's; the sweep rows report both ratios."""
+ALPHAS = (0.0, 1.0, 10.0, 100.0)
+"""Clustering strengths swept (squared distances normalized by P): 0 = off, up to a regularizer as large
+as the cross-entropy; the sweep rows report the ratios each reaches at the end of training."""
+
+
+def unit_key(row: Model, alpha: float, seed: int) -> tuple[str, str, str]:
+    """The Units key of one co-training run."""
+    return (row.label, f"alpha={alpha:g}" if row.mixture else "alpha=0", f"seed{seed}")
 
 
 def sweep_models(rows: Sequence[Model]) -> dict[str, Model]:
@@ -29,16 +39,17 @@ def sweep_models(rows: Sequence[Model]) -> dict[str, Model]:
     return out
 
 
-def holdout(tasks: Mapping[str, TaskSplit], n_val: int) -> dict[str, TaskSplit]:
-    """Each task's training part split again: the first ``len - n_val`` train, the last ``n_val``
-    become its evaluation data (held out from training; the real evaluation part is not used)."""
-    out = {}
-    for t, (x, y, _, _) in tasks.items():
+def split_val(tasks: Mapping[str, TaskSplit], n_val: int) -> tuple[dict[str, TaskSplit], dict[str, tuple[Tensor, Tensor]]]:
+    """``(fit, val)``: each task's training part without its last ``n_val`` samples (evaluation part
+    unchanged), and those ``n_val`` samples as ``(x, y)`` validation data."""
+    fit, val = {}, {}
+    for t, (x, y, xe, ye) in tasks.items():
         if len(y) <= n_val:
             from ..errors import ConfigError
             raise ConfigError(f"task {t!r} has {len(y)} training samples, not more than n_val={n_val}; lower n_val")
-        out[t] = TaskSplit(x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:])
-    return out
+        fit[t] = TaskSplit(x[:-n_val], y[:-n_val], xe, ye)
+        val[t] = (x[-n_val:], y[-n_val:])
+    return fit, val
 
 
 def clustering_loss(net: Any, alpha: float) -> Callable[[str], Tensor] | None:
@@ -75,66 +86,38 @@ def regularizer_balance(net: Any, tasks: Mapping[str, TaskSplit], n: int = 256) 
     return {"ce": mean(ce_v), "reg_at_alpha_1": mean(r_v), "grad_ce": mean(g_ce), "grad_reg_at_alpha_1": mean(g_r)}
 
 
-def choose_alpha(units: Any, tasks: Mapping[str, TaskSplit], model: Model, *, heads: Mapping[str, int], depth: int,
-                 arch: Mapping[str, Any],
-                 steps: int, batch: int, n_val: int, device: str, ckpt: int, alphas: Sequence[float] = ALPHAS,
-                 seed: int = 0) -> tuple[float, list[dict[str, Any]]]:
-    """Sweep the clustering strength of ``model`` on data held out from training; pick the best.
-
-    Every alpha trains ``model`` (seed ``seed``, ``steps`` steps) on :func:`holdout` splits and is
-    scored by the mean accuracy over tasks on the held-out part of the *training* data; the largest
-    wins (ties: the smaller alpha). Returns ``(alpha, sweep)`` with one entry per alpha (accuracy,
-    mean largest mixture weight, regularizer / cross-entropy and gradient ratios at the end).
-    """
-    from ..mixture import train_tasks
-
-    val = holdout(tasks, n_val)
-    sweep = []
-    for a in alphas:
-        def one(work: Any, a: float = a) -> dict[str, Any]:
-            net = model.build(heads, depth, seed, arch)
-            res = train_tasks(net, val, steps=steps, batch=batch, seed=seed, device=device,
-                              regularizer=clustering_loss(net, a), out_dir=work / "train", checkpoint_every=ckpt)
-            w = torch.stack(list(net.mixture_weights().values()))          # (T, L, K)
-            return {"val_acc": res["acc"], "confidence": float(w.max(-1).values.mean()),
-                    "balance": regularizer_balance(net, val)}
-        r = units.run(("alpha-sweep", model.label, f"alpha={a:g}"), one)
-        bal = r["balance"]
-        sweep.append({"alpha": a, "accuracy": 100 * mean(r["val_acc"].values()), "confidence": r["confidence"],
-                      "reg_over_ce": a * bal["reg_at_alpha_1"] / max(bal["ce"], 1e-12),
-                      "grad_reg_over_grad_ce": a * bal["grad_reg_at_alpha_1"] / max(bal["grad_ce"], 1e-12)})
-    best = max(sweep, key=lambda s: (round(s["accuracy"], 6), -s["alpha"]))
-    for s in sweep:
-        s["chosen"] = s is best
-    return best["alpha"], sweep
-
-
-def add_sweep_rows(rep: Any, model: Model, sweep: list[dict[str, Any]], steps: int, seed: int = 0) -> None:
-    """One report row per swept alpha (held-out-from-training accuracy; n = 1 seed)."""
-    for s in sweep:
-        rep.add_row(setting=f"alpha sweep: {model.label} (seed {seed}, {steps} steps, held-out part of training)",
-                    method=f"alpha={s['alpha']:g}" + (" (chosen)" if s["chosen"] else ""), metric="accuracy",
-                    values=[s["accuracy"]], paper=None, confidence=round(s["confidence"], 4),
-                    reg_over_ce=round(s["reg_over_ce"], 4), grad_reg_over_grad_ce=round(s["grad_reg_over_grad_ce"], 3))
-
-
-def alphas_by_init(opts: Any, name: str, config: Mapping[str, Any], rep: Any, rows: Sequence[Model],
-                   tasks: Mapping[str, TaskSplit], heads: Mapping[str, int], b: Mapping[str, Any],
-                   arch: Mapping[str, Any], alphas: Sequence[float], alpha: float | None) -> tuple[dict[str, float], Any]:
-    """The clustering strength of each mixture init (swept on :func:`sweep_models`' rows with
-    :func:`choose_alpha`, rows added to ``rep``; or ``alpha`` for all), and the experiment's
-    :class:`~tessera.experiments.units.Units` for the main runs (its fingerprint includes them)."""
-    from .units import Units
-
-    sweep_units = Units(opts, name, dict(config, alphas=list(alphas)))
+def choose_alphas(rows: Sequence[Model], run_unit: Callable[[Model, float, int], Mapping[str, Any]],
+                  alphas: Sequence[float] = ALPHAS, alpha: float | None = None
+                  ) -> tuple[dict[str, float], dict[str, tuple[Model, list[dict[str, Any]]]]]:
+    """``(alpha per init, sweeps)``: for each init's :func:`sweep_models` row, ``run_unit(row, a, 0)``
+    for every ``a`` in ``alphas`` (a result with ``val_acc``, ``confidence``, ``balance``); the best
+    mean validation accuracy wins (ties: the smaller alpha). ``alpha`` given: no sweep, used for all."""
     alpha_of: dict[str, float] = {}
+    sweeps: dict[str, tuple[Model, list[dict[str, Any]]]] = {}
     for init, m in sweep_models(rows).items():
         if alpha is not None:
             alpha_of[init] = float(alpha)
             continue
-        alpha_of[init], sw = choose_alpha(sweep_units, tasks, m, heads=heads, depth=b["depth"], arch=arch,
-                                          steps=b["sweep_steps"], batch=b["batch"], n_val=b["n_val"],
-                                          device=opts.device, ckpt=b["ckpt"], alphas=alphas)
-        add_sweep_rows(rep, m, sw, b["sweep_steps"])
-    rep.config["clustering_alpha"] = alpha_of
-    return alpha_of, Units(opts, name, dict(config, alpha=alpha_of))
+        sweep = []
+        for a in alphas:
+            r = run_unit(m, a, 0)
+            bal = r["balance"]
+            sweep.append({"alpha": a, "accuracy": 100 * mean(r["val_acc"].values()), "confidence": r["confidence"],
+                          "reg_over_ce": a * bal["reg_at_alpha_1"] / max(bal["ce"], 1e-12),
+                          "grad_reg_over_grad_ce": a * bal["grad_reg_at_alpha_1"] / max(bal["grad_ce"], 1e-12)})
+        best = max(sweep, key=lambda s: (round(s["accuracy"], 6), -s["alpha"]))
+        for s in sweep:
+            s["chosen"] = s is best
+        alpha_of[init], sweeps[init] = best["alpha"], (m, sweep)
+    return alpha_of, sweeps
+
+
+def add_sweep_rows(rep: Any, sweeps: Mapping[str, tuple[Model, list[dict[str, Any]]]], steps: int) -> None:
+    """One report row per swept alpha: mean validation accuracy (held out from training; seed 0)."""
+    for m, sweep in sweeps.values():
+        for s in sweep:
+            rep.add_row(setting=f"alpha sweep: {m.label} (seed 0, {steps} steps; validation = held-out part of "
+                                f"the training data)", method=f"alpha={s['alpha']:g}" + (" (chosen)" if s["chosen"] else ""),
+                        metric="validation accuracy", values=[s["accuracy"]], paper=None,
+                        confidence=round(s["confidence"], 4), reg_over_ce=round(s["reg_over_ce"], 4),
+                        grad_reg_over_grad_ce=round(s["grad_reg_over_grad_ce"], 3))

@@ -112,23 +112,32 @@ def transfer_from_best(net: Any, data: TaskSplit, accs: Mapping[str, float], wha
             "trained_params": count_parameters(params)}
 
 
-def train_row(work: Any, row: Model, seed: int, tasks: Mapping[str, TaskSplit], heads: Mapping[str, int],
-              b: Mapping[str, Any], arch: Mapping[str, Any], alpha_of: Mapping[str, float], device: str
-              ) -> tuple[Any, dict[str, Any]]:
-    """Build ``row``'s model for ``seed`` and co-train it on ``tasks`` (clustering strength of its
-    init); returns ``(net, result)``, the result with the initial and final mixture weights."""
-    from ..mixture import train_tasks
-    from .mixture_alpha import clustering_loss
+def train_row(work: Any, row: Model, seed: int, tasks: Mapping[str, TaskSplit],
+              val: Mapping[str, tuple[torch.Tensor, torch.Tensor]], heads: Mapping[str, int], b: Mapping[str, Any],
+              arch: Mapping[str, Any], alpha: float, device: str, out_dir: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Build ``row``'s model for ``seed`` and co-train it on ``tasks`` with clustering strength ``alpha``
+    (engine run in ``out_dir``, default ``work / "train"``; a finished run there is only reloaded).
+
+    Returns ``(net, result)``: ``acc`` / ``loss`` on the evaluation parts, ``val_acc`` on ``val``,
+    training-set scores, and for mixtures the initial and final mixture weights, their mean largest
+    weight and :func:`~.mixture_alpha.regularizer_balance`.
+    """
+    from ..mixture import evaluate_split, train_tasks
+    from .mixture_alpha import clustering_loss, regularizer_balance
 
     net = row.build(heads, b["depth"], seed, arch)
     w0 = net.mixture_weights()
     res = train_tasks(net, tasks, steps=b["steps"], batch=b["batch"], seed=seed, device=device,
-                      regularizer=clustering_loss(net, alpha_of.get(row.init, 0.0) if row.mixture else 0.0),
-                      recalibrate=b.get("recalibrate", 0), out_dir=work / "train", checkpoint_every=b["ckpt"],
-                      score_train=b.get("score_train", 0))
+                      regularizer=clustering_loss(net, alpha if row.mixture else 0.0),
+                      recalibrate=b.get("recalibrate", 0), out_dir=Path(out_dir) if out_dir else work / "train",
+                      checkpoint_every=b["ckpt"], score_train=b.get("score_train", 0))
+    res["val_acc"] = {t: evaluate_split(net, t, x, y)["accuracy"] for t, (x, y) in val.items()}
     if row.mixture:
-        res["weights_init"] = {t: w.tolist() for t, w in w0.items()}
-        res["weights"] = {t: w.tolist() for t, w in net.mixture_weights().items()}
+        w = net.mixture_weights()
+        res["weights_init"] = {t: v.tolist() for t, v in w0.items()}
+        res["weights"] = {t: v.tolist() for t, v in w.items()}
+        res["confidence"] = float(torch.stack(list(w.values())).max(-1).values.mean())
+        res["balance"] = regularizer_balance(net, tasks)
     return net, res
 
 

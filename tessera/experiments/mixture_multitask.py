@@ -8,7 +8,8 @@ Rows (co-trained round robin, same steps): the shared isometric baseline (one bo
 and BN statistics) and template-mixture networks with per-task mixture weights and mixed BN (the
 "MW" row of Table 8) with the paper's remedies: K = L or K = 2L templates, random N(0, 1) or "diag"
 ((xi_l)_k ~ delta_{l,k}, Table 8) mixture-logit init, and the clustering regularizer (§3.2) at a
-strength chosen per init by a sweep on data held out from the *training* part (never the test part).
+strength chosen per init by a sweep scored on validation data held out from the *training* part
+(never the evaluation part; see :mod:`.mixture_alpha`).
 
 Self-organization (do tasks share templates?): per layer, the fraction of task pairs using the same
 argmax template, for pairs with the same augmentation (Fig. 2b: they share early layers) and pairs
@@ -26,20 +27,21 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
-from .mixture_alpha import ALPHAS, alphas_by_init
+from .mixture_alpha import ALPHAS, add_sweep_rows, choose_alphas, split_val, unit_key
 from .mixture_common import Model, add_organization_rows, digit_pair_kind, domain_tasks, mean, train_row
+from .units import Units
 
 __all__ = ["run", "BUDGETS", "ROWS", "sharing"]
 
 DATASETS = ("mnist", "fashion_mnist", "kmnist")
 KINDS = ("original", "boundary", "blur")
 BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": dict(depth=4, steps=270, batch=32, n_train=800, n_eval=300, recalibrate=5, sweep_steps=90,
-                  n_val=100, ckpt=100, score_train=300),
-    "default": dict(depth=8, steps=3000, batch=64, n_train=8000, n_eval=2000, recalibrate=0, sweep_steps=600,
-                    n_val=1000, ckpt=300, score_train=2000),
-    "paper": dict(depth=16, steps=18000, batch=128, n_train=8000, n_eval=2000, recalibrate=0, sweep_steps=4000,
-                  n_val=1000, ckpt=1000, score_train=2000),
+    "quick": dict(depth=4, steps=270, batch=32, n_train=800, n_eval=300, recalibrate=5, n_val=100, ckpt=100,
+                  score_train=300),
+    "default": dict(depth=8, steps=3000, batch=64, n_train=8000, n_eval=2000, recalibrate=0, n_val=1000, ckpt=300,
+                    score_train=2000),
+    "paper": dict(depth=16, steps=18000, batch=128, n_train=8000, n_eval=2000, recalibrate=0, n_val=1000,
+                  ckpt=1000, score_train=2000),
 }
 ARCH = dict(channels=24, patch=4, head_channels=(128, 256), dropout=0.2)
 SEEDS = {"quick": 1, "default": 3, "paper": 3}
@@ -71,28 +73,33 @@ def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] 
     tasks = domain_tasks(DATASETS, KINDS, root=opts.data_root, n_eval=b["n_eval"], n_train=b["n_train"],
                          size=b.get("size", 28), seed=0)
     heads = {t: 10 for t in tasks}
-    base_cfg = dict(**b, device=opts.device, arch=ARCH)
+    fit, val = split_val(tasks, b["n_val"])          # every model trains on the same n_train - n_val images
     rep = Report("mixture-multitask", config={**b, **ARCH, "datasets": DATASETS, "augmentations": KINDS,
                                               "seeds": seeds, "data_split_seed": 0,
-                                              "split": "test split: train part + held-out eval part",
+                                              "split": "test split: train part (its last n_val validate) + "
+                                                       "held-out eval part",
                                               "optimizer": "adam lr 2e-3 cosine, mixture logits x10, EMA 0.99",
                                               "rows": {r.label: r.describe() for r in rows},
                                               "threads": torch.get_num_threads()})
-    alpha_of, units = alphas_by_init(opts, "mixture-multitask", base_cfg, rep, rows, tasks, heads, b, ARCH, alphas,
-                                     alpha)
+    units = Units(opts, "mixture-multitask", dict(**b, device=opts.device, arch=ARCH))
 
-    def one(work: Any, row: Model, seed: int) -> dict[str, Any]:
-        net, res = train_row(work, row, seed, tasks, heads, b, ARCH, alpha_of, opts.device)
+    def one(work: Any, row: Model, alpha: float, seed: int) -> dict[str, Any]:
+        net, res = train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device)
         if row.mixture:
             t0 = next(iter(tasks))
             res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
         return res
 
+    def run_unit(row: Model, alpha: float, seed: int) -> dict[str, Any]:
+        return units.run(unit_key(row, alpha, seed), lambda work: one(work, row, alpha, seed))
+
+    alpha_of, sweeps = choose_alphas(rows, run_unit, alphas, alpha)
+    add_sweep_rows(rep, sweeps, b["steps"])
+    rep.config["clustering_alpha"] = alpha_of
     results: dict[str, list[dict[str, Any]]] = {r.label: [] for r in rows}
     for seed in range(seeds):
         for row in rows:
-            results[row.label].append(units.run((row.label, f"seed{seed}"),
-                                                lambda work, row=row, seed=seed: one(work, row, seed)))
+            results[row.label].append(run_unit(row, alpha_of.get(row.init, 0.0) if row.mixture else 0.0, seed))
     base = rows[0].label
     for t in tasks:
         for row in rows:

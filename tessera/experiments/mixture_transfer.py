@@ -11,8 +11,8 @@ with patches", Table 8), transferred by fine-tuning logits and BN only (the pape
 Pretrained mixture (``PRETRAIN``): the paper's remedies, "diag" init with K = 2L templates, with the
 full set of transfer inits; further pretrained mixtures (e.g. ``RANDOM_K_L``, the earlier recipe:
 random init, K = L) transfer from the same-label source, with and without tuning the mixture weights.
-The clustering strength of each mixture init is chosen by a sweep on data held out from the sources'
-training parts.
+The clustering strength of each mixture init is chosen by a sweep scored on validation data held out
+from the sources' training parts (:mod:`.mixture_alpha`).
 
 All transferred heads start from the head of the source task with the same label set (App. C
 assumes shared labels), so the "init" accuracy (before fine-tuning) is meaningful. Accuracy-based
@@ -28,8 +28,9 @@ import torch
 from ..results import Report, format_table
 from ..train import mix_seed
 from . import RunOptions
-from .mixture_alpha import ALPHAS, alphas_by_init
+from .mixture_alpha import ALPHAS, add_sweep_rows, choose_alphas, split_val, unit_key
 from .mixture_common import Model, domain_tasks, train_row
+from .units import Units
 
 __all__ = ["run", "BUDGETS", "PRETRAIN", "RANDOM_K_L"]
 
@@ -39,11 +40,11 @@ ARCH = dict(channels=24, patch=4, head_channels=(128, 256), dropout=0.2)
 SEEDS = {"quick": 1, "default": 3, "paper": 3}
 BUDGETS: dict[str, dict[str, Any]] = {
     "quick": dict(depth=4, steps=180, ft_steps=30, learn_steps=15, batch=32, n_train=800, n_eval=300,
-                  recalibrate=5, sources_to_try=2, sweep_steps=60, n_val=100, ckpt=60),
+                  recalibrate=5, sources_to_try=2, n_val=100, ckpt=60),
     "default": dict(depth=8, steps=2400, ft_steps=200, learn_steps=100, batch=64, n_train=8000, n_eval=2000,
-                    recalibrate=0, sources_to_try=8, sweep_steps=500, n_val=1000, ckpt=300),
+                    recalibrate=0, sources_to_try=8, n_val=1000, ckpt=300),
     "paper": dict(depth=16, steps=16000, ft_steps=2000, learn_steps=300, batch=128, n_train=8000, n_eval=2000,
-                  recalibrate=0, sources_to_try=8, sweep_steps=4000, n_val=1000, ckpt=1000),
+                  recalibrate=0, sources_to_try=8, n_val=1000, ckpt=1000),
 }
 BASELINE = Model("baseline with patches", "baseline_patches")
 PRETRAIN: tuple[Model, ...] = (
@@ -79,12 +80,18 @@ def run(opts: RunOptions, target: str = "kmnist-blur", pretrain: Sequence[Model]
                                              "head_init": label_src, "seeds": seeds, "data_split_seed": 0,
                                              "pretrained": {r.label: r.describe() for r in rows},
                                              "threads": torch.get_num_threads()})
-    base_cfg = dict(target=target, **b, device=opts.device, arch=ARCH)
-    alpha_of, units = alphas_by_init(opts, "mixture-transfer", base_cfg, rep, rows, sources, heads, b, ARCH, alphas,
-                                     alpha)
+    fit, val = split_val(sources, b["n_val"])        # every model trains on the same n_train - n_val images
+    cfg = dict(target=target, **b, device=opts.device, arch=ARCH)
+    pre_units = Units(opts, "mixture-transfer", cfg, keep_work=True)    # the transfers load its checkpoints
+    units = Units(opts, "mixture-transfer", cfg)
 
-    def one(work: Any, row: Model, seed: int, full: bool) -> dict[str, Any]:
-        net, res = train_row(work, row, seed, sources, heads, b, ARCH, alpha_of, opts.device)
+    def pretrain_unit(row: Model, alpha: float, seed: int) -> dict[str, Any]:
+        return pre_units.run(unit_key(row, alpha, seed),
+                             lambda work: train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device)[1])
+
+    def one(work: Any, row: Model, alpha: float, seed: int, full: bool) -> dict[str, Any]:
+        net, res = train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device,
+                             out_dir=pre_units.workdir(unit_key(row, alpha, seed)) / "train")   # reloaded, not retrained
         state = {k: v.clone() for k, v in net.state_dict().items()}
         runs: dict[str, Any] = {"source_acc": res["acc"]}
         count = iter(range(1000))
@@ -142,11 +149,17 @@ def run(opts: RunOptions, target: str = "kmnist-blur", pretrain: Sequence[Model]
         runs["MW random init"] = transfer("t_rand", ("mixture", "bn", "logits"), prep_rand)
         return runs
 
+    alpha_of, sweeps = choose_alphas(rows, pretrain_unit, alphas, alpha)
+    add_sweep_rows(rep, sweeps, b["steps"])
+    rep.config["clustering_alpha"] = alpha_of
     results: dict[str, list[dict[str, Any]]] = {r.label: [] for r in rows}
     for seed in range(seeds):  # one fixed data split; the seed varies initialization and batch order
         for i, row in enumerate(rows):
-            results[row.label].append(units.run(
-                (row.label, f"seed{seed}"), lambda work, row=row, seed=seed, full=i == 1: one(work, row, seed, full)))
+            a = alpha_of.get(row.init, 0.0) if row.mixture else 0.0
+            pretrain_unit(row, a, seed)
+            results[row.label].append(units.run((*unit_key(row, a, seed), "transfer"),
+                                                lambda work, row=row, a=a, seed=seed, full=i == 1:
+                                                one(work, row, a, seed, full)))
 
     for row in rows:
         per_seed = results[row.label]

@@ -7,8 +7,8 @@ gamma/beta), mixture weights (MW, mixed BN) with K = L and K = 2L templates, MW 
 K = L and 2L, and MW with patches and "diag" init ((xi_l)_k ~ delta_{l,k}) with K = L and 2L.
 Rows: held-out accuracy per dataset, its mean over the five, and the aggregated training
 cross-entropy L_CE (sum over the datasets of the mean cross-entropy on their training images).
-The clustering regularizer's strength is chosen per mixture init by a sweep on data held out from
-the training parts (seed 0, shorter runs).
+The clustering regularizer's strength is chosen per mixture init by a sweep scored on validation data
+held out from the training parts (seed 0, full runs; :mod:`.mixture_alpha`).
 
 Table 10: every with-patches model is then transferred to three held-out datasets (UCI digits,
 Fashion-MNIST boundary images, rotated MNIST) by fine-tuning logits and BN (baseline) or mixture
@@ -27,9 +27,10 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
-from .mixture_alpha import ALPHAS, alphas_by_init
+from .mixture_alpha import ALPHAS, add_sweep_rows, choose_alphas, split_val, unit_key
 from .mixture_common import Model, add_organization_rows, mean, train_row, transfer_from_best
 from .mixture_data import CORRUPTION, DATASETS, TARGETS, five_datasets
+from .units import Units
 
 __all__ = ["run", "BUDGETS", "ROWS", "PAPER_TABLE8", "PAPER_TABLE10"]
 
@@ -37,11 +38,11 @@ ARCH = dict(channels=24, patch=4, head_channels=(128, 256), dropout=0.2)
 SEEDS = {"quick": 1, "default": 3, "paper": 3}
 BUDGETS: dict[str, dict[str, Any]] = {
     "quick": dict(depth=4, steps=300, batch=32, n_train=600, n_eval=300, t_train=300, t_eval=300, ft_steps=30,
-                  sweep_steps=100, n_val=100, ckpt=100, score_train=300),
-    "default": dict(depth=8, steps=2000, batch=64, n_train=7000, n_eval=2000, t_train=2000, t_eval=2000,
-                    ft_steps=200, sweep_steps=500, n_val=1000, ckpt=250, score_train=2000),
+                  n_val=100, ckpt=100, score_train=300),
+    "default": dict(depth=8, steps=1600, batch=64, n_train=7000, n_eval=2000, t_train=2000, t_eval=2000,
+                    ft_steps=150, n_val=1000, ckpt=200, score_train=2000),
     "paper": dict(depth=16, steps=16000, batch=128, n_train=7000, n_eval=2000, t_train=2000, t_eval=2000,
-                  ft_steps=2000, sweep_steps=4000, n_val=1000, ckpt=1000, score_train=2000),
+                  ft_steps=2000, n_val=1000, ckpt=1000, score_train=2000),
 }
 ROWS: tuple[Model, ...] = (
     Model("simple baseline", "baseline"),
@@ -84,32 +85,45 @@ def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] 
     tasks, targets = five_datasets(opts.data_root, n_train=b["n_train"], n_eval=b["n_eval"], t_train=b["t_train"],
                                    t_eval=b["t_eval"], size=b.get("size", 28), seed=0)
     heads = {t: 10 for t in tasks}
-    base_cfg = dict(**b, device=opts.device, arch=ARCH)
+    fit, val = split_val(tasks, b["n_val"])          # every model trains on the same n_train - n_val images
     rep = Report("mixture-variants", config={**b, **ARCH, "datasets": list(DATASETS), "corruption": CORRUPTION,
                                              "targets": list(TARGETS), "seeds": seeds, "data_split_seed": 0,
                                              "rows": {r.label: r.describe() for r in rows},
                                              "optimizer": "adam lr 2e-3 cosine, mixture logits x10, EMA 0.99",
                                              "threads": torch.get_num_threads()})
-    alpha_of, units = alphas_by_init(opts, "mixture-variants", base_cfg, rep, rows, tasks, heads, b, ARCH, alphas,
-                                     alpha)
+    cfg = dict(**b, device=opts.device, arch=ARCH)
+    pre_units = Units(opts, "mixture-variants", cfg, keep_work=True)    # the transfers load its checkpoints
+    units = Units(opts, "mixture-variants", cfg)
 
-    def one(work: Any, row: Model, seed: int) -> dict[str, Any]:
-        net, res = train_row(work, row, seed, tasks, heads, b, ARCH, alpha_of, opts.device)
-        if net.bn == "patch":   # Table 10: transfer to each held-out dataset from the best co-trained task
-            res["transfer"] = {}
-            for i, (name, data) in enumerate(targets.items()):
-                accs = source_accuracies(net, list(tasks), data[0][:1000], data[1][:1000])
-                res["transfer"][name] = transfer_from_best(
-                    net, data, accs, ("mixture", "bn", "logits") if row.mixture else ("bn", "logits"),
-                    steps=b["ft_steps"], batch=b["batch"], seed=seed, salt=i, device=opts.device,
-                    out_dir=work / f"transfer_{i}", checkpoint_every=b["ckpt"])
+    def pretrain_unit(row: Model, alpha: float, seed: int) -> dict[str, Any]:
+        return pre_units.run(unit_key(row, alpha, seed),
+                             lambda work: train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device)[1])
+
+    def transfers(work: Any, row: Model, alpha: float, seed: int) -> dict[str, Any]:
+        """Table 10: transfer to each held-out dataset from the best co-trained task."""
+        net, _ = train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device,
+                           out_dir=pre_units.workdir(unit_key(row, alpha, seed)) / "train")   # reloaded, not retrained
+        res = {}
+        for i, (name, data) in enumerate(targets.items()):
+            accs = source_accuracies(net, list(tasks), data[0][:1000], data[1][:1000])
+            res[name] = transfer_from_best(
+                net, data, accs, ("mixture", "bn", "logits") if row.mixture else ("bn", "logits"),
+                steps=b["ft_steps"], batch=b["batch"], seed=seed, salt=i, device=opts.device,
+                out_dir=work / f"transfer_{i}", checkpoint_every=b["ckpt"])
         return res
 
+    alpha_of, sweeps = choose_alphas(rows, pretrain_unit, alphas, alpha)
+    add_sweep_rows(rep, sweeps, b["steps"])
+    rep.config["clustering_alpha"] = alpha_of
     results: dict[str, list[dict[str, Any]]] = {r.label: [] for r in rows}
     for seed in range(seeds):   # one fixed data split; the seed varies initialization and batch order
         for row in rows:
-            results[row.label].append(units.run((row.label, f"seed{seed}"),
-                                                lambda work, row=row, seed=seed: one(work, row, seed)))
+            a = alpha_of.get(row.init, 0.0) if row.mixture else 0.0
+            res = dict(pretrain_unit(row, a, seed))
+            if row.variant.endswith("patches"):     # per-task BN: the Table 10 transfers
+                res["transfer"] = units.run((*unit_key(row, a, seed), "transfer"),
+                                            lambda work, row=row, a=a, seed=seed: transfers(work, row, a, seed))
+            results[row.label].append(res)
     _table8(rep, rows, results, tasks)
     _table10(rep, rows, results, targets)
     rep.config["self_organization"] = {

@@ -14,9 +14,8 @@ SMALL = dict(size=12, depth=2, batch=16, n_train=120, n_eval=60, recalibrate=0, 
 
 @pytest.fixture
 def tiny(tiny_data, monkeypatch):
-    monkeypatch.setitem(mm.BUDGETS, "quick", dict(SMALL, steps=9, sweep_steps=6))
-    monkeypatch.setitem(mt.BUDGETS, "quick", dict(SMALL, steps=8, sweep_steps=6, ft_steps=3, learn_steps=2,
-                                                  sources_to_try=8))
+    monkeypatch.setitem(mm.BUDGETS, "quick", dict(SMALL, steps=9))
+    monkeypatch.setitem(mt.BUDGETS, "quick", dict(SMALL, steps=8, ft_steps=3, learn_steps=2, sources_to_try=8))
 
 
 def _opts(tmp_path, seeds, sub="out"):
@@ -42,6 +41,7 @@ def test_multitask_seeds_sweep_and_paired_rows(tiny, tmp_path):
         assert d["config"]["clustering_alpha"][init] == float(chosen[0]["method"].split("=")[1].split()[0])
         off, on = sorted(sweep, key=lambda r: r["method"])            # alpha=0, alpha=10
         assert off["reg_over_ce"] == 0 and on["reg_over_ce"] > 0
+        assert on["metric"] == "validation accuracy" and on["n"] == 1
     # self-organization rows: fractions in [0, 1] per seed, and the heatmap of every mixture row
     share = rows[("template sharing, same-augmentation pairs, early layers (first half)", "MW random K=L")]
     assert share["n"] == 2 and all(0.0 <= v <= 1.0 for v in share["values"])
@@ -56,14 +56,13 @@ def test_multitask_seeds_sweep_and_paired_rows(tiny, tmp_path):
 def test_multitask_killed_run_continues_with_same_rows(tiny, step_counter, tmp_path):
     rows = (mm.ROWS[0], mm.ROWS[2])                   # baseline, MW diag K=2L
     straight = mm.run(_opts(tmp_path, 1, "a"), rows=rows, alphas=(0.0, 1.0))
-    total = step_counter["n"]                         # 2 sweep runs x 6 + 2 rows x 9
-    assert total == 2 * 6 + 2 * 9
-    step_counter.update(n=0, kill_at=2 * 6 + 9 + 5)   # dies in the diag row, after its step-3 checkpoint
+    assert step_counter["n"] == 3 * 9                 # sweep: alpha 0 and 1 (the chosen one is seed 0), baseline
+    step_counter.update(n=0, kill_at=9 + 5)           # dies in the second sweep run, after its step-3 checkpoint
     with pytest.raises(Killed):
         mm.run(_opts(tmp_path, 1, "b"), rows=rows, alphas=(0.0, 1.0))
     step_counter.update(n=0, kill_at=None)
     resumed = mm.run(_opts(tmp_path, 1, "b"), rows=rows, alphas=(0.0, 1.0))
-    assert step_counter["n"] == 9 - 3                 # only the diag row's steps after its last checkpoint
+    assert step_counter["n"] == (9 - 3) + 9           # the rest of that run, then the baseline
     assert rows_without_timing(resumed) == rows_without_timing(straight)
 
 

@@ -11,7 +11,7 @@ from tessera.experiments.mixture_data import five_datasets
 from mixture_helpers import Killed, rows_without_timing
 
 TINY = dict(size=12, depth=2, steps=10, batch=8, n_train=40, n_eval=30, t_train=30, t_eval=20, ft_steps=3,
-            sweep_steps=5, n_val=10, ckpt=5, score_train=20)
+            n_val=10, ckpt=5, score_train=20)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_variants_rows(tiny, tmp_path):
     # the clustering strength is swept per init (here only random) on its row with the most templates
     assert set(d["config"]["clustering_alpha"]) == {"random"}
     assert {s for s, _ in rows if s.startswith("alpha sweep")} == {
-        "alpha sweep: MW with patches K=2L (seed 0, 5 steps, held-out part of training)"}
+        "alpha sweep: MW with patches K=2L (seed 0, 10 steps; validation = held-out part of the training data)"}
 
 
 def test_variants_killed_run_continues_with_same_rows(tiny, step_counter, tmp_path):
