@@ -71,6 +71,9 @@ register_technique(
                               "baseline"),
         "mixture-transfer": (_X + "mixture_transfer:run",
                              "paper 002 Table 2/9 analog: transfer to a held-out digit task by mixture weights"),
+        "mixture-variants": (_X + "mixture_variants:run",
+                             "paper 002 Table 8 + Table 10 analogs: 5 digit-like datasets co-trained by 8 variants; "
+                             "transfer to 3 held-out ones"),
     },
     benchmarks={"mixture-overhead": (_B + "mixture:run", "template-mixture train step (K=4, 16) and collapsed "
                                                          "inference vs plain isometric net")},

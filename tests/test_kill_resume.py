@@ -24,10 +24,10 @@ d = load_digits()
 x = torch.tensor(d.images[:400], dtype=torch.float32).unsqueeze(1) / 16.0
 y = torch.tensor(d.target[:400], dtype=torch.long)
 tessera.data.load_images = lambda name, split, root=None: (x, y)
-mm.BUDGETS["quick"] = dict(depth=2, templates=3, batch=16, n_train=120, n_eval=60, recalibrate=0, steps=60,
-                           checkpoint_every=5)
+mm.BUDGETS["quick"] = dict(depth=2, batch=16, n_train=120, n_eval=60, recalibrate=0, steps=60, n_val=20, ckpt=5,
+                           score_train=30)
 out = sys.argv[1]
-mm.run(RunOptions(json=out + "/r.json", out=out + "/runs", seeds=1, budget="quick"))
+mm.run(RunOptions(json=out + "/r.json", out=out + "/runs", seeds=1, budget="quick"), rows=mm.ROWS[::2], alpha=0.01)
 '''
 
 

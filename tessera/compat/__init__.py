@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from .apps import adapt_with_rp, finetune_curve, update_head
 from .aux import DCC, RP, RotationTask, make_networks
-from .components import Component, Interface, load_component, recombine, save_component, split_at
+from .components import Component, Interface, components, load_component, recombine, save_component, split_at
 from .measure import TestSet, cross_correlation, evaluate, recombination_accuracy, recombination_matrix
 from .methods import NetSpec, train_compatible
 from .models import build
 from .schemes import Member, train_incremental, train_joint
 from .tasks import LabelledTask
 
-__all__ = ["build", "split_at", "recombine", "save_component", "load_component", "Component", "Interface",
+__all__ = ["build", "components", "split_at", "recombine", "save_component", "load_component", "Component", "Interface",
            "DCC", "RP", "RotationTask", "make_networks", "Member", "train_joint", "train_incremental",
            "NetSpec", "train_compatible", "LabelledTask", "TestSet", "evaluate", "recombination_matrix",
            "recombination_accuracy", "cross_correlation", "adapt_with_rp", "update_head", "finetune_curve"]

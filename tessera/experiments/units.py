@@ -6,7 +6,9 @@ of the experiment's configuration; a rerun with ``resume`` reuses finished units
 matches. ``workdir`` (``<key...>.work/``) is where the unit's training runs keep their engine
 checkpoints (``Trainer(out_dir=workdir / "<run>")`` + ``fit(resume=True)``): a unit killed mid-run
 continues from its last checkpoint, and ends with the same result as an uninterrupted run. The
-workdir is deleted once the unit's result is stored (``keep_work=True`` keeps it).
+workdir is deleted once the unit's result is stored (``keep_work=True`` keeps it), and when it was
+left by a run with another configuration (its ``fingerprint`` file differs): the engine would
+otherwise resume those checkpoints, as it accepts a changed run length.
 
 Under ``torchrun`` every rank runs every unit (its training is data parallel) and rank 0 writes.
 
@@ -76,8 +78,13 @@ class Units:
         if res is not None:
             return res
         work = self.workdir(key)
-        if not self.resume and work.exists() and dist.is_main():
-            shutil.rmtree(work, ignore_errors=True)     # --fresh: no step-level resume either
+        if dist.is_main():
+            stamp = work / "fingerprint"
+            left = stamp.read_text() if stamp.is_file() else None
+            if work.exists() and (not self.resume or left != self.fp):
+                shutil.rmtree(work, ignore_errors=True)  # --fresh, or left by another configuration: start over
+            work.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(self.fp)
         dist.barrier()
         t0 = time.perf_counter()
         res = fn(work)

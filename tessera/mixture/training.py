@@ -32,7 +32,7 @@ from ..nn.norm import reestimate_bn
 from ..train import Method, Optim, Task, Trainer, TrainConfig
 from ..train.config import EmaConfig, OptimConfig, ScheduleConfig
 
-__all__ = ["TaskSplit", "train_tasks", "learn_interpolation", "accuracy"]
+__all__ = ["TaskSplit", "train_tasks", "learn_interpolation", "accuracy", "evaluate_split"]
 
 
 class TaskSplit(NamedTuple):
@@ -63,8 +63,8 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
                 lr: float = 2e-3, mixture_lr_mult: float = 10.0, weight_decay: float = 1e-5, ema: float = 0.99,
                 seed: int = 0, device: str = "auto", params: Sequence[nn.Parameter] | None = None,
                 regularizer: Callable[[str], Tensor] | None = None, model_takes_task: bool = True,
-                recalibrate: int = 0, out_dir: str | Path | None = None, checkpoint_every: int = 500
-                ) -> dict[str, Any]:
+                recalibrate: int = 0, out_dir: str | Path | None = None, checkpoint_every: int = 500,
+                score_train: int = 0) -> dict[str, Any]:
     """Co-train ``tasks`` round robin on the engine; returns ``{"acc": {task: accuracy}, ...}``.
 
     Adam with a 10% (at most 50-step) warmup and cosine decay to 2% of ``lr``; EMA weights (decay
@@ -73,7 +73,9 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
     ``recalibrate`` > 0: afterwards re-estimate each task's BN statistics over that many training
     batches (precise BN, :func:`tessera.nn.norm.reestimate_bn`; for short runs whose running averages
     have not converged), then evaluate again. ``out_dir``: keep checkpoints there every
-    ``checkpoint_every`` steps and resume from them.
+    ``checkpoint_every`` steps and resume from them. ``score_train`` > 0: also score the final model
+    on the first that many training samples of each task (``train_acc``, ``train_loss``: how well the
+    training data are fitted). ``loss``: each task's held-out cross-entropy.
     """
     if steps < 1:
         raise ConfigError(f"train_tasks: steps must be >= 1, got {steps}")
@@ -96,6 +98,7 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
     if trainer.ema is not None:   # keep the EMA weights for what follows (transfer, plots, collapse)
         trainer.ema.copy_to(trainer.net)
     acc = {n: m["accuracy"] for n, m in final["tasks"].items()}
+    loss = {n: m["loss"] for n, m in final["tasks"].items()}
     if recalibrate > 0:
         g = torch.Generator().manual_seed(seed)
         dev = trainer.device
@@ -103,28 +106,52 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
             idx = [torch.randint(0, len(d[0]), (min(batch, len(d[0])),), generator=g) for _ in range(recalibrate)]
             fwd = (lambda x, _n=name: model(x, task=_n)) if model_takes_task else model
             reestimate_bn(model, (d[0][i].to(dev) for i in idx), forward=fwd)
-        acc = {n: accuracy(model, n if model_takes_task else None, d[2], d[3]) for n, d in tasks.items()}
-    return {"acc": acc, "train_seconds": final["train_seconds"], "samples_per_s": final["samples_per_s"]}
+        scores = {n: evaluate_split(model, n if model_takes_task else None, d[2], d[3]) for n, d in tasks.items()}
+        acc = {n: s["accuracy"] for n, s in scores.items()}
+        loss = {n: s["loss"] for n, s in scores.items()}
+    out = {"acc": acc, "loss": loss, "train_seconds": final["train_seconds"], "samples_per_s": final["samples_per_s"]}
+    if score_train > 0:
+        tr = {n: evaluate_split(model, n if model_takes_task else None, d[0][:score_train], d[1][:score_train])
+              for n, d in tasks.items()}
+        out["train_acc"] = {n: s["accuracy"] for n, s in tr.items()}
+        out["train_loss"] = {n: s["loss"] for n, s in tr.items()}
+    return out
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, task: str | None, x: Tensor, y: Tensor, batch: int = 1000,
              coeff: Tensor | None = None) -> float:
     """Top-1 accuracy of ``model(x, task=task)`` in eval mode (``coeff`` overrides mixture weights)."""
+    return evaluate_split(model, task, x, y, batch, coeff)["accuracy"]
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, task: str | None, x: Tensor, y: Tensor, batch: int = 1000,
+                   coeff: Tensor | None = None) -> dict[str, float]:
+    """``{"accuracy", "loss"}`` (top-1, mean cross-entropy) of ``model(x, task=task)`` in eval mode.
+
+    >>> m = nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = m.weight.copy_(torch.eye(2)), m.bias.zero_()
+    >>> evaluate_split(m, None, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))["accuracy"]
+    0.5
+    """
     dev = next(model.parameters()).device
     was = model.training
     model.eval()
-    correct = 0
+    correct, ce = 0, 0.0
     try:
         for i in range(0, len(y), batch):
             kw: dict[str, Any] = {} if task is None else {"task": task}
             if coeff is not None:
                 kw["coeff"] = coeff
-            out = model(x[i:i + batch].to(dev), **kw)
-            correct += int((out.argmax(-1).cpu() == y[i:i + batch]).sum())
+            out = model(x[i:i + batch].to(dev), **kw).float().cpu()
+            yb = y[i:i + batch]
+            correct += int((out.argmax(-1) == yb).sum())
+            ce += float(F.cross_entropy(out, yb, reduction="sum"))
     finally:
         model.train(was)
-    return correct / max(1, len(y))
+    n = max(1, len(y))
+    return {"accuracy": correct / n, "loss": ce / n}
 
 
 class _Interpolation(Method):
