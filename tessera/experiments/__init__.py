@@ -32,6 +32,14 @@ EXPERIMENTS.register_lazy("muir-synthetic", "tessera.experiments.muir_synthetic:
                           help="paper 003 Table 2 + Fig. 2: MUiR on the 30 synthetic linear tasks (clean/noisy)")
 EXPERIMENTS.register_lazy("muir-crossmodal", "tessera.experiments.muir_crossmodal:run",
                           help="paper 003 Table 3 analog: LeNet (Fashion-MNIST), LSTM LM (PTB), DeepBind (ENCODE) sharing hypermodules")
+EXPERIMENTS.register_lazy("muir-context", "tessera.experiments.muir_tables:run_context",
+                          help="paper 003 Table 7 analog: MUiR across L+S+D with context size c in {0, 1, 2, 4, 8}")
+EXPERIMENTS.register_lazy("muir-methods", "tessera.experiments.muir_tables:run_methods",
+                          help="paper 003 Table 6 analog: STL, classical deep MTL, parallel adapters, MUiR (+ hierarchical init)")
+EXPERIMENTS.register_lazy("muir-generic", "tessera.experiments.muir_tables:run_generic",
+                          help="paper 003 Table 4 analog: generic vs specific hypermodules, Mann-Whitney p-values")
+EXPERIMENTS.register_lazy("muir-compress", "tessera.experiments.muir_compress:run",
+                          help="paper 003 Table 5 analog: LSTM LM on PTB, MUiR's LSTM parameter reduction vs a shrunk LSTM")
 EXPERIMENTS.register_lazy("signatures", "tessera.experiments.mixture_signatures:run",
                           help="paper 002 Table 5 on Fashion-MNIST: cyclic/sequential/random/mixture signatures, K x L")
 EXPERIMENTS.register_lazy("mixture-multitask", "tessera.experiments.mixture_multitask:run",

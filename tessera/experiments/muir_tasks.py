@@ -82,16 +82,18 @@ class LanguageTask:
 
     def __init__(self, train: Tensor, test: Tensor, vocab: int, *, dataset: str = "ptb", hidden: int = 128,
                  batch: int = 20, bptt: int = 35, eval_batch: int = 10, embed: int | None = None,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, layers: int = 2):
         self.train_tokens, self.test_tokens, self.vocab, self.dataset = train, test, vocab, dataset
         self.hidden, self.embed, self.batch, self.bptt, self.eval_batch = hidden, embed, batch, bptt, eval_batch
-        self.dropout = dropout
+        self.dropout, self.layers = dropout, layers
 
     def model(self) -> nn.Module:
-        return LSTMLanguageModel(self.vocab, self.hidden, layers=2, dropout=self.dropout, tie=True, embed=self.embed)
+        return LSTMLanguageModel(self.vocab, self.hidden, layers=self.layers, dropout=self.dropout, tie=True,
+                                 embed=self.embed)
 
     def describe(self) -> dict[str, Any]:
-        size = f"2x{self.hidden}" if self.embed in (None, self.hidden) else f"{self.embed}-{self.hidden}-{self.embed}"
+        size = (f"{self.layers}x{self.hidden}" if self.embed in (None, self.hidden)
+                else "-".join(map(str, [self.embed] + [self.hidden] * (self.layers - 1) + [self.embed])))
         return {"data": self.dataset, "model": f"{size} LSTM, tied, dropout {self.dropout:g}", "batch": self.batch,
                 "bptt": self.bptt, "vocab": self.vocab, "train_tokens": self.train_tokens.numel(),
                 "test_tokens": self.test_tokens.numel(), "loss": "cross-entropy"}

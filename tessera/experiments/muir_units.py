@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import to_dict
 from ..errors import ConfigError
-from ..hyper import MuirConfig, MuirSearch, reparameterize
+from ..hyper import MuirConfig, MuirSearch, share
 from ..hyper.accounting import sharing_by_subset
 from ..hyper.analysis import tensor_statistics
 from ..train import Trainer, TrainConfig
@@ -31,8 +31,9 @@ __all__ = ["Spec", "train_unit", "sharing_row"]
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """How a unit's models are trained: ``plain`` (each model on its own) or ``muir`` with context size
-    ``context`` and the initial alignment ``alignment``."""
+    """How a unit's models are trained: ``plain`` (one model on its own: single-task learning) or a
+    sharing method of :func:`tessera.hyper.share` (``muir``, ``classical``, ``adapters``) with context size
+    ``context``; ``alignment="hierarchical"`` starts ``muir`` from the hierarchical alignment."""
 
     method: str = "muir"
     context: int = 4
@@ -70,7 +71,9 @@ def train_unit(tasks: Sequence[Any], spec: Spec, muir_config: MuirConfig, *, ste
         engine_tasks = [tasks[0].task(None)]
     else:
         cfg = dataclasses.replace(muir_config, context=spec.context).validate()
-        muir = model = reparameterize(models, config=cfg)          # default targets: all but first/last layer
+        method = "muir-hierarchical" if spec.method == "muir" and spec.alignment == "hierarchical" else spec.method
+        muir = model = share(models, method, config=cfg)           # default targets: all but first/last layer
+        cfg = muir.config
         engine_tasks = [t.task(i) for i, t in enumerate(tasks)]
         groups = muir.param_groups(lr=1e-3)
         every = max(1, cfg.n_generations // 5)

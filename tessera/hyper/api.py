@@ -197,8 +197,8 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
         originals = [take_parameter(mod, pn) for _, mod, pn in f]
         layout = torch.cat([torch.cat([torch.tensor([i, j]).expand(p.count, 2), p.table], 1)
                             for j, p in enumerate(ps)])                                   # (L_t, 2 + 4)
-        z = torch.cat([torch.full((p.count, cfg.context),
-                                  context_magnitude(math.prod(p.shape[1:]), cfg.block, cfg.context, cfg.z_rule))
+        c = max(cfg.context, 1)                       # c = 0: the c = 1 magnitude scales the initial blocks
+        z = torch.cat([torch.full((p.count, c), context_magnitude(math.prod(p.shape[1:]), cfg.block, c, cfg.z_rule))
                        for p in ps])                                                       # (L_t, c)
         gen = HyperGenerator(bank, [(mod, pn, p) for (_, mod, pn), p in zip(f, ps)], layout, offset, cfg.lam, z)
         if init == "copy":

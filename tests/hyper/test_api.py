@@ -150,7 +150,7 @@ def test_bad_inputs_are_one_line_errors():
             fn()
         assert "\n" not in str(e.value)
     err(ShapeError, lambda: reparameterize(_models(), block=(32, 32)), "does not fit")
-    err(ConfigError, lambda: reparameterize(_models(), context=0), "context must be >= 1")
+    err(ConfigError, lambda: reparameterize(_models(), context=-1), "context must be >= 0")
     err(ConfigError, lambda: reparameterize(_models(), target_modules="decoder.*"), "match no")
     mixed = _models()
     mixed[1] = mixed[1].double()
