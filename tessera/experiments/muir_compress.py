@@ -121,8 +121,7 @@ def run(opts: RunOptions, *, tasks: Sequence[Any] | None = None, budget: Budget 
             muir = unit("muir", [vis, lang], Spec())
             p_muir = _muir_lstm_params(muir, 1, full_sizes)
             h = hidden_for(p_muir, budget.embed, budget.layers, budget.hidden)
-            shrunk_task = _with_hidden(lang, h)
-            shrunk = unit(f"stl-shrunk-h{h}", [shrunk_task], Spec("plain"))
+            shrunk = full if h == budget.hidden else unit(f"stl-shrunk-h{h}", [_with_hidden(lang, h)], Spec("plain"))
             hidden.append(h)
             for m, res, p in (("stl-full", full, lstm_params(full_sizes)), ("muir", muir, p_muir),
                               ("stl-shrunk", shrunk, lstm_params(_sizes(budget.embed, h, budget.layers)))):
