@@ -87,6 +87,16 @@ register_technique(
         "muir-crossmodal": (_X + "muir_crossmodal:run",
                             "paper 003 Table 3 analog: LeNet (Fashion-MNIST), LSTM LM (PTB), DeepBind (ENCODE) sharing "
                             "hypermodules"),
+        "muir-context": (_X + "muir_tables:run_context",
+                         "paper 003 Table 7 analog: MUiR across L+S+D with context size c in {0, 1, 2, 4, 8}"),
+        "muir-methods": (_X + "muir_tables:run_methods",
+                         "paper 003 Table 6 analog: STL, classical deep MTL, parallel adapters, MUiR (+ hierarchical "
+                         "init)"),
+        "muir-generic": (_X + "muir_tables:run_generic",
+                         "paper 003 Table 4 analog: generic vs specific hypermodules, Mann-Whitney p-values"),
+        "muir-compress": (_X + "muir_compress:run",
+                          "paper 003 Table 5 analog: LSTM LM on PTB, MUiR's LSTM parameter reduction vs a shrunk "
+                          "LSTM"),
     },
     benchmarks={"muir-overhead": (_B + "muir:run", "MUiR (lambda=1, all locations soft-merged) vs plain LeNet / "
                                                    "LSTM LM / DeepBind training steps")},

@@ -15,7 +15,7 @@ from .domains import (DIGIT_DOMAINS, DOMAIN_DEFAULTS, digit_domain, load_digit_d
                       sklearn_digits, to_grayscale)
 from .fetch import Located, require
 from .files import download_url, file_md5, verify_file
-from .genomics import deepbind_tfs, load_crispr, load_deepbind, one_hot_dna, read_seq_gz
+from .genomics import deepbind_tfs, dinucleotide_shuffle, load_crispr, load_deepbind, one_hot_dna, read_seq_gz
 from .images import IMAGE_DATASETS, load_images
 from .muir import load_muir_synthetic, muir_validation_indices
 from .office import OFFICE_DOMAINS, load_office_surf
@@ -29,7 +29,7 @@ __all__ = [
     "resolve_root", "DATASETS", "DatasetSpec", "FileSpec", "ArchiveSpec", "get_spec",
     "verify_file", "file_md5", "download_url", "require", "Located",
     "load_images", "IMAGE_DATASETS", "load_text", "Vocab", "TEXT_DATASETS",
-    "load_deepbind", "deepbind_tfs", "read_seq_gz", "one_hot_dna", "load_crispr",
+    "load_deepbind", "deepbind_tfs", "read_seq_gz", "one_hot_dna", "load_crispr", "dinucleotide_shuffle",
     "load_office_surf", "OFFICE_DOMAINS", "load_muir_synthetic", "muir_validation_indices",
     "RestrictedUnpickler", "safe_load", "safe_load_file",
     "digit_domain", "load_digit_domain", "resize", "to_grayscale", "sklearn_digits", "sklearn_digit_domains",

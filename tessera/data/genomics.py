@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..errors import DataError
 from .fetch import require
 from .registry import get_spec
 
-__all__ = ["one_hot_dna", "read_seq_gz", "load_deepbind", "deepbind_tfs", "load_crispr"]
+__all__ = ["one_hot_dna", "read_seq_gz", "load_deepbind", "deepbind_tfs", "load_crispr", "dinucleotide_shuffle"]
 
 _LUT = np.full(256, 4, dtype=np.int64)  # 4 = "no base" (an extra row that is dropped)
 for _i, _b in enumerate("ACGT"):
@@ -39,6 +40,51 @@ def one_hot_dna(seqs: list[str], length: int | None = None) -> torch.Tensor:
         codes[i, : len(b)] = _LUT[b]
     eye = np.eye(5, 4, dtype=np.float32)            # row 4 is all zeros
     return torch.from_numpy(np.ascontiguousarray(eye[codes].transpose(0, 2, 1)))  # (N, L, 4) -> (N, 4, L)
+
+
+def dinucleotide_shuffle(seq: str, rng: random.Random) -> str:
+    """A uniformly random sequence with the same dinucleotide counts, first and last letter (Altschul &
+    Erickson 1985): a random Eulerian path of the sequence's transition multigraph. DeepBind's negatives
+    for bound-only ChIP-seq files are such shuffles of the positives.
+
+    >>> s = "ACGTTGCAACGGTA"
+    >>> t = dinucleotide_shuffle(s, random.Random(0))
+    >>> sorted(zip(s, s[1:])) == sorted(zip(t, t[1:])) and t[0] == s[0] and t[-1] == s[-1]
+    True
+    """
+    if len(seq) < 3:
+        return seq
+    edges: dict[str, list[str]] = {}
+    for a, b in zip(seq, seq[1:]):
+        edges.setdefault(a, []).append(b)
+    last = seq[-1]
+    while True:   # each vertex's last exit, uniformly; accept when they form a tree into `last`
+        exit_ = {v: rng.randrange(len(e)) for v, e in edges.items() if v != last}
+        ok = True
+        for v in exit_:
+            seen, u = set(), v
+            while u != last and ok:
+                if u in seen:
+                    ok = False
+                seen.add(u)
+                u = edges[u][exit_[u]]
+            if not ok:
+                break
+        if ok:
+            break
+    order: dict[str, list[str]] = {}
+    for v, e in edges.items():
+        e = list(e)
+        tail = [e.pop(exit_[v])] if v in exit_ else []
+        rng.shuffle(e)
+        order[v] = e + tail
+    out, pos, u = [seq[0]], {v: 0 for v in order}, seq[0]
+    for _ in range(len(seq) - 1):
+        v = order[u][pos[u]]
+        pos[u] += 1
+        out.append(v)
+        u = v
+    return "".join(out)
 
 
 def read_seq_gz(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:

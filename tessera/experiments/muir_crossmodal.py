@@ -1,11 +1,11 @@
 """``tessera reproduce muir-crossmodal``: Table 3 and Fig. 3 of paper 003, scaled to a 2-core CPU.
 
-Three (architecture, task) pairs from three modalities share one bank of 16x16 hypermodules (c = 4,
-lambda = 1, p = 0.5, lr_s = 0.1, Adam lr 1e-3; S.4):
+Three (architecture, task) pairs from three modalities (:mod:`.muir_tasks`) share one bank of 16x16
+hypermodules (c = 4, lambda = 1, p = 0.5, lr_s = 0.1, Adam lr 1e-3; S.4):
 
-* **L** - LeNet (:class:`tessera.hyper.models.LeNet`) on Fashion-MNIST, test error %. The paper's LeNet ran
-  on CIFAR-10 (21% error); MNIST LeNets sit at ~1% error, where every row ties within noise, so the
-  harder Fashion-MNIST (~10%) is used (``vision="mnist"`` switches). Batch 128 (S.5).
+* **L** - LeNet on Fashion-MNIST, test error %. The paper's LeNet ran on CIFAR-10 (21% error); MNIST
+  LeNets sit at ~1% error, where every row ties within noise, so the harder Fashion-MNIST (~10%) is used.
+  Batch 128 (S.5).
 * **S** - 2-layer LSTM LM (tied embedding/decoder, dropout 0.2) on Penn Treebank, test perplexity;
   hidden 128 instead of 256, batch 20, truncated BPTT of 35 tokens. The paper used WikiText-2 (its train
   split is not available offline).
@@ -16,48 +16,45 @@ lambda = 1, p = 0.5, lr_s = 0.1, Adam lr 1e-3; S.4):
   The paper's CRISPR binding data are not public; the Doench CRISPR sets (5k 30-mers) are too small and
   too noisy for MSE differences between rows to mean anything.
 
-Rows (each task trained the same number of steps in every row, same data order and adapter init):
-``baseline`` (plain models), ``muir-within`` (each model reparameterized alone, its own search =
-the paper's *Intratask*), ``muir-across`` (all three in one bank, one search = *L+S+D*; a step is one
-batch of every task, losses summed, one Adam step, as the paper's code). The first and last layer of
-every model are unshared adapters. The alignment search is :func:`tessera.hyper.fit` (Alg. 2) with
-``n_final = 0`` and no best-state restore, as the paper's cross-modal config (``save_best: False``).
+Rows (each task trained the same number of steps in every row, same adapter init): ``baseline`` (plain
+models), ``muir-within`` (each model reparameterized alone, its own search = the paper's *Intratask*),
+``muir-across`` (all three in one bank, one search = *L+S+D*; a step is one batch of every task, losses
+summed, one Adam step, as the paper's code). The first and last layer of every model are unshared
+adapters. Every unit is one :class:`tessera.train.Trainer` run (:func:`.muir_units.train_unit`); the
+alignment search is :class:`tessera.hyper.MuirSearch` (Alg. 2) with ``n_final = 0`` and no best-state
+restore, as the paper's cross-modal config (``save_best: False``).
 
 Budget (``default``): 1500 steps per task in every row; MUiR rows: 150 steps with Eq. 5, then 18
 generations of 75 steps (the paper: 2000 + 1000 x 1000 steps, i.e. ~670x more, on full-size models and a
-GPU). Shorter generations than 75 steps make the soft-merge decisions coin flips (half the challenged
-locations switch every generation and the DNA model loses ~0.1 AUC); at 75 the L and D incumbents win
-~95% of the contests and the LSTM's many young blocks keep sharing, as in Fig. 3a.
+GPU: ``--budget paper``). Shorter generations than 75 steps make the soft-merge decisions coin flips
+(half the challenged locations switch every generation and the DNA model loses ~0.1 AUC); at 75 the L
+and D incumbents win ~95% of the contests and the LSTM's many young blocks keep sharing, as in Fig. 3a.
 
-Every (seed, row, task) unit writes its result JSON under ``opts.out/muir-crossmodal/<budget>/`` as soon
-as it finishes, and a rerun with ``resume`` reuses the finished units.
+Every (budget, seed, row, tasks) unit is stored by :class:`.units.Units` in ``muir-units/`` beside
+``opts.out`` as soon as it finishes (:func:`unit_store`); a killed unit resumes from its last engine
+checkpoint (every 250 steps), and a rerun reuses finished units.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..hyper import MuirConfig, fit, reparameterize
-from ..hyper.accounting import sharing_by_subset
-from ..hyper.models import DeepBind, LeNet, LSTMLanguageModel, detach_state
-from ..io import save_json
+from ..hyper import MuirConfig
 from ..results import Report
 from ..threads import intra_op_threads
 from . import RunOptions
+from .muir_tasks import load_tasks
+from .muir_units import Spec, train_unit
+from .units import Units
 
-__all__ = ["run", "Budget", "BUDGETS", "VisionTask", "LanguageTask", "DnaTask", "load_tasks", "synthetic_tasks",
-           "dinucleotide_shuffle", "layer_sharing", "auc", "PAPER", "ROWS"]
+__all__ = ["run", "run_units", "Budget", "BUDGETS", "layer_sharing", "PAPER", "ROWS", "unit_store"]
 
 ROWS = ("baseline", "muir-within", "muir-across")
 
@@ -72,7 +69,7 @@ PAPER_SETTING = {"L": "LeNet on CIFAR-10, test error %",
 
 @dataclass(frozen=True)
 class Budget:
-    """Training length (the same for every row) and the search schedule of the MUiR rows."""
+    """Training length (the same for every row), the search schedule of the MUiR rows and model sizes."""
 
     steps: int                 # training steps per task in every row
     n_init: int                # Eq. 5 steps before the search
@@ -80,6 +77,8 @@ class Budget:
     eval_tokens: int | None    # LM test tokens evaluated (None: the whole test split)
     eval_images: int | None    # vision test images evaluated (None: all)
     train_fraction: float = 1.0  # of each training set that is used (quick runs)
+    hidden: int = 128          # LSTM size (the paper: 256)
+    channels: int = 32         # DeepBind channels (the paper: 256)
 
     @property
     def generations(self) -> int:
@@ -96,269 +95,52 @@ BUDGETS = {
     # one torch thread; CPU time per step (plain; MUiR +2-5%): L 14 ms + S 135 ms + D 40 ms = 0.19 s, so
     # 3 rows x 1500 steps = 14 min of CPU time (~15 min on a quiet machine, ~40 min at load average 8)
     "default": Budget(steps=1500, n_init=150, n_iter=75, eval_tokens=None, eval_images=None),
+    # the paper's protocol (S.4): n_init 2000, 1000 generations of 1000 steps, LSTM 256, DeepBind-256 (a GPU)
+    "paper": Budget(steps=1_002_000, n_init=2000, n_iter=1000, eval_tokens=None, eval_images=None, hidden=256,
+                    channels=256),
 }
-"""The paper: n_init 2000, n_iter 1000, 1000 generations (~10^6 steps per task) on a GPU."""
 
 
-# --------------------------------------------------------------------------------------------------
-# tasks: each builds its model, a training-batch loss closure, and its test metric
-# --------------------------------------------------------------------------------------------------
-class VisionTask:
-    """LeNet on an image classification set; metric: test error in %."""
-
-    short, name, metric, lower_is_better = "L", "lenet", "test_error_pct", True
-
-    def __init__(self, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *, dataset: str,
-                 batch: int = 128):
-        self.x, self.y, self.xt, self.yt = x_train, y_train, x_test, y_test
-        self.dataset, self.batch = dataset, batch
-        self.classes = int(max(int(y_train.max()), int(y_test.max())) + 1)
-
-    def model(self) -> nn.Module:
-        return LeNet(self.x.shape[1], self.classes, self.x.shape[-1])
-
-    def describe(self) -> dict[str, Any]:
-        return {"data": self.dataset, "model": "LeNet 16-16-128-96", "batch": self.batch, "train": len(self.y),
-                "test": len(self.yt), "loss": "cross-entropy"}
-
-    def trainer(self, model: nn.Module, seed: int) -> Callable[[], Tensor]:
-        order = _Epochs(len(self.y), self.batch, seed)
-
-        def loss() -> Tensor:
-            i = order.next()
-            return F.cross_entropy(model(self.x[i]), self.y[i])
-        return loss
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> float:
-        model.eval()
-        wrong = sum(int((model(x).argmax(1) != y).sum()) for x, y in zip(self.xt.split(1000), self.yt.split(1000)))
-        model.train()
-        return 100.0 * wrong / len(self.yt)
+def budget_of(opts: RunOptions) -> tuple[str, Budget]:
+    name = opts.budget if opts.budget in BUDGETS else "default"
+    return name, BUDGETS[name]
 
 
-class LanguageTask:
-    """Word-level LSTM LM with truncated BPTT; metric: test perplexity."""
-
-    short, name, metric, lower_is_better = "S", "lstm", "test_perplexity", True
-
-    def __init__(self, train: Tensor, test: Tensor, vocab: int, *, dataset: str = "ptb", hidden: int = 128,
-                 batch: int = 20, bptt: int = 35, eval_batch: int = 10):
-        self.vocab, self.dataset, self.hidden = vocab, dataset, hidden
-        self.batch, self.bptt, self.eval_batch = batch, bptt, eval_batch
-        self.train = _batchify(train, batch)                                      # (T/B, B)
-        self.test = _batchify(test, eval_batch)
-
-    def model(self) -> nn.Module:
-        return LSTMLanguageModel(self.vocab, self.hidden, layers=2, dropout=0.2, tie=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {"data": self.dataset, "model": f"2x{self.hidden} LSTM, tied, dropout 0.2", "batch": self.batch,
-                "bptt": self.bptt, "vocab": self.vocab, "train_tokens": self.train.numel(),
-                "test_tokens": self.test.numel(), "loss": "cross-entropy"}
-
-    def trainer(self, model: nn.Module, seed: int) -> Callable[[], Tensor]:
-        pos, state = [0], [None]
-        n = self.train.shape[0] - 1
-
-        def loss() -> Tensor:
-            if pos[0] + 2 > n:                                                    # epoch end: start over
-                pos[0], state[0] = 0, None
-            i, T = pos[0], min(self.bptt, n - pos[0])
-            x, y = self.train[i:i + T], self.train[i + 1:i + 1 + T]               # (T, B) inputs and targets
-            out, st = model(x, state[0])
-            state[0], pos[0] = detach_state(st), i + T
-            return F.cross_entropy(out, y.reshape(-1))
-        return loss
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> float:
-        model.eval()
-        total, count, state = 0.0, 0, None
-        for i in range(0, self.test.shape[0] - 1, self.bptt):
-            T = min(self.bptt, self.test.shape[0] - 1 - i)
-            out, state = model(self.test[i:i + T], state)
-            total += float(F.cross_entropy(out, self.test[i + 1:i + 1 + T].reshape(-1), reduction="sum"))
-            count += T * self.test.shape[1]
-        model.train()
-        return math.exp(total / count)
+def unit_store(opts: RunOptions, tasks: Sequence[Any], budget_name: str, budget: Budget) -> Units:
+    """The per-unit store of every MUiR command, ``muir-units/`` beside the command's ``--out`` folder
+    (``runs/reproduce/muir-units`` by default): tables that train the same units at the same budget
+    (the baselines and MUiR with c = 4 appear in Tables 3, 6 and 7) train them once."""
+    fingerprint = {"budget": budget_name, **dataclasses.asdict(budget), "tasks": [t.describe() for t in tasks]}
+    shared = dataclasses.replace(opts, out=Path(opts.out).parent)
+    return Units(shared, "muir-units", fingerprint, log=lambda m: print(f"[muir] {m}", flush=True))
 
 
-class DnaTask:
-    """DeepBind on one ENCODE ChIP-seq TF (positives + dinucleotide-shuffled negatives); metric: test AUC."""
+def run_unit(units: Units, tasks: Sequence[Any], row: str, spec: Spec, budget_name: str, budget: Budget,
+             seed: int, device: str) -> dict[str, Any]:
+    """Train (or reuse) one unit: the tasks ``tasks`` in row ``row`` with ``spec``."""
+    shorts = "+".join(t.short for t in tasks)
+    label = f"seed {seed} {row} {shorts}"
 
-    short, name, metric, lower_is_better = "D", "deepbind", "test_auc", False
-
-    def __init__(self, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *, dataset: str,
-                 channels: int = 32, batch: int = 256):
-        self.x, self.y, self.xt, self.yt = x_train, y_train, x_test, y_test
-        self.dataset, self.channels, self.batch = dataset, channels, batch
-
-    def model(self) -> nn.Module:
-        return DeepBind(self.channels, self.channels, kernel=24)
-
-    def describe(self) -> dict[str, Any]:
-        return {"data": self.dataset, "model": f"DeepBind-{self.channels} (k=24)", "batch": self.batch,
-                "train": len(self.y), "test": len(self.yt), "loss": "binary cross-entropy",
-                "negatives": "one dinucleotide shuffle of each training positive"}
-
-    def trainer(self, model: nn.Module, seed: int) -> Callable[[], Tensor]:
-        order = _Epochs(len(self.y), self.batch, seed)
-
-        def loss() -> Tensor:
-            i = order.next()
-            return F.binary_cross_entropy_with_logits(model(self.x[i]), self.y[i])
-        return loss
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> float:
-        model.eval()
-        score = torch.cat([model(x) for x in self.xt.split(1000)])
-        model.train()
-        return auc(score, self.yt)
+    def fn(work: Path) -> dict[str, Any]:
+        units.log(f"{label}: training {budget.steps} steps")
+        res = train_unit(tasks, spec, budget.config(seed), steps=budget.steps, seed=seed, workdir=work,
+                         device=device, log=units.log, label=label)
+        units.log(f"{label}: {res['metrics']} ({res['train_seconds']:.0f}s, {1e3 * res['step_seconds']:.0f} ms/step)")
+        return {"row": row, **res}
+    return units.run((budget_name, f"seed{seed}", row, shorts), fn)
 
 
-class _Epochs:
-    """Minibatch indices: a fresh seeded permutation every epoch (the last partial batch is dropped)."""
-
-    def __init__(self, n: int, batch: int, seed: int):
-        self.n, self.batch = n, min(batch, n)
-        self.g = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.randperm(n, generator=self.g), 0
-
-    def next(self) -> Tensor:
-        if self.pos + self.batch > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.g), 0
-        self.pos += self.batch
-        return self.perm[self.pos - self.batch:self.pos]
-
-
-def _batchify(tokens: Tensor, batch: int) -> Tensor:
-    """``(T,)`` -> ``(T // B, B)``: B contiguous streams side by side (the standard word-LM layout)."""
-    n = tokens.numel() // batch
-    return tokens[: n * batch].view(batch, n).t().contiguous()
-
-
-def auc(score: Tensor, label: Tensor) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties).
-
-    >>> auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0., 0., 1., 1.]))
-    0.75
-    """
-    s, y = score.double().cpu(), label.cpu() > 0.5
-    order = torch.argsort(s)
-    ranks = torch.empty_like(s)
-    ranks[order] = torch.arange(1, len(s) + 1, dtype=s.dtype)
-    uniq, inv = torch.unique(s, return_inverse=True)                              # average ranks of ties
-    ranks = torch.zeros(len(uniq), dtype=s.dtype).index_add_(0, inv, ranks)[inv] / torch.bincount(inv)[inv]
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def dinucleotide_shuffle(seq: str, rng: random.Random) -> str:
-    """A uniformly random sequence with the same dinucleotide counts, first and last letter (Altschul &
-    Erickson 1985): a random Eulerian path of the sequence's transition multigraph.
-
-    >>> s = "ACGTTGCAACGGTA"
-    >>> t = dinucleotide_shuffle(s, random.Random(0))
-    >>> sorted(zip(s, s[1:])) == sorted(zip(t, t[1:])) and t[0] == s[0] and t[-1] == s[-1]
-    True
-    """
-    if len(seq) < 3:
-        return seq
-    edges: dict[str, list[str]] = {}
-    for a, b in zip(seq, seq[1:]):
-        edges.setdefault(a, []).append(b)
-    last = seq[-1]
-    while True:   # each vertex's last exit, uniformly; accept when they form a tree into `last`
-        exit_ = {v: rng.randrange(len(e)) for v, e in edges.items() if v != last}
-        ok = True
-        for v in exit_:
-            seen, u = set(), v
-            while u != last and ok:
-                if u in seen:
-                    ok = False
-                seen.add(u)
-                u = edges[u][exit_[u]]
-            if not ok:
-                break
-        if ok:
-            break
-    order: dict[str, list[str]] = {}
-    for v, e in edges.items():
-        e = list(e)
-        tail = [e.pop(exit_[v])] if v in exit_ else []
-        rng.shuffle(e)
-        order[v] = e + tail
-    out, pos, u = [seq[0]], {v: 0 for v in order}, seq[0]
-    for _ in range(len(seq) - 1):
-        v = order[u][pos[u]]
-        pos[u] += 1
-        out.append(v)
-        u = v
-    return "".join(out)
-
-
-# --------------------------------------------------------------------------------------------------
-# loading the real tasks
-# --------------------------------------------------------------------------------------------------
-DNA_TF = "GATA3"
-"""ENCODE TF used for the DNA task (its _AC training file has 15k bound sequences)."""
-
-
-def load_tasks(root: Path, budget: Budget, seed: int = 0, vision: str = "fashion_mnist",
-               tf: str = DNA_TF) -> list[Any]:
-    """The three real tasks (L, S, D) from the data root."""
-    from ..data import load_deepbind, load_images, load_text
-    from ..data.genomics import one_hot_dna, read_seq_gz
-    from ..data.fetch import require
-
-    frac = budget.train_fraction
-    x, y = load_images(vision, "train", root)
-    xt, yt = load_images(vision, "test", root)
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))[: int(len(y) * frac)]
-    x, y = x[keep], y[keep]
-    if budget.eval_images is not None:
-        xt, yt = xt[: budget.eval_images], yt[: budget.eval_images]
-    vis = VisionTask(x, y, xt, yt, dataset=vision)
-
-    tr, vocab = load_text("ptb", "train", root)
-    te, _ = load_text("ptb", "test", root, vocab=vocab)
-    tr = tr[: int(len(tr) * frac)]
-    if budget.eval_tokens is not None:
-        te = te[: budget.eval_tokens]
-    lang = LanguageTask(tr, te, len(vocab))
-
-    files = require("deepbind_encode", "train", root)
-    key = next(k for k in files if k.split("_", 1)[0] == tf)
-    seqs, _, _ = read_seq_gz(files[key])
-    seqs = seqs[: int(len(seqs) * frac)]
-    rng = random.Random(1000 + seed)
-    neg = [dinucleotide_shuffle(s, rng) for s in seqs]
-    L = max(len(s) for s in seqs)
-    xd = one_hot_dna(seqs + neg, L)
-    yd = torch.cat([torch.ones(len(seqs)), torch.zeros(len(neg))])
-    xdt, ydt = load_deepbind(root, tf=tf, split="test", length=L)
-    dna = DnaTask(xd, yd, xdt, ydt, dataset=f"ENCODE ChIP-seq {tf} ({key}, test _B)")
-    return [vis, lang, dna]
-
-
-def synthetic_tasks(seed: int = 0, *, images: int = 512, vocab: int = 10_000, tokens: int = 20_000,
-                    sequences: int = 512, length: int = 101, hidden: int = 128, channels: int = 32) -> list[Any]:
-    """Random stand-ins with the real tasks' shapes, batch sizes and models (benchmarks and tests)."""
-    g = torch.Generator().manual_seed(seed)
-    vis = VisionTask(torch.rand(images, 1, 28, 28, generator=g), torch.randint(0, 10, (images,), generator=g),
-                     torch.rand(64, 1, 28, 28, generator=g), torch.arange(64) % 10, dataset="random images")
-    lang = LanguageTask(torch.randint(0, vocab, (tokens,), generator=g),
-                        torch.randint(0, vocab, (max(tokens // 10, 80),), generator=g), vocab,
-                        dataset="random tokens", hidden=hidden)
-    base = torch.randint(0, 4, (sequences + 64, length), generator=g)
-    onehot = F.one_hot(base, 4).transpose(1, 2).float()                            # (N, 4, L)
-    dna = DnaTask(onehot[:sequences], (torch.arange(sequences) % 2).float(), onehot[sequences:],
-                  (torch.arange(64) % 2).float(), dataset="random DNA", channels=channels)
-    return [vis, lang, dna]
+def run_units(opts: RunOptions, tasks: Sequence[Any], budget_name: str, budget: Budget, seeds: int
+              ) -> list[dict[str, Any]]:
+    """Every (seed, row, task) unit of Table 3."""
+    units = unit_store(opts, tasks, budget_name, budget)
+    results = []
+    for seed in range(seeds):
+        plan = ([("baseline", Spec("plain"), [t]) for t in tasks] + [("muir-within", Spec(), [t]) for t in tasks]
+                + [("muir-across", Spec(), list(tasks))])
+        for row, spec, group in plan:
+            results.append(run_unit(units, group, row, spec, budget_name, budget, seed, opts.device))
+    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,114 +164,6 @@ def layer_sharing(psi0: Tensor, layer: Tensor, num_modules: int) -> Tensor:
     L = float(n.sum())
     chance = float((u * (u - 1)).sum()) / (L * (L - 1))
     return (same / pairs) / chance if chance > 0 else torch.full((Y, Y), float("nan"), dtype=torch.float64)
-
-
-def _sharing_row(muir: Any, shorts: Sequence[str]) -> dict[str, Any]:
-    psi0 = muir.alignment()
-    model = muir.location_table()[:, 0]
-    subsets = sharing_by_subset(psi0, model, muir.num_modules)
-    return {"+".join(shorts[t] for t in k): v for k, v in subsets.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# training units
-# --------------------------------------------------------------------------------------------------
-def _adam(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3, fused=True)   # Adam defaults (S.4); fused on CPU/GPU
-
-
-def _train_unit(tasks: Sequence[Any], row: str, budget: Budget, seed: int,
-                log: Callable[[str], None]) -> dict[str, Any]:
-    """Train ``tasks`` as one unit (one plain model, one ``muir-within`` model, or all tasks ``muir-across``)."""
-    models = []
-    for t in tasks:                                # each task's own seed: the same adapter init in every row
-        torch.manual_seed(1000 * seed + ord(t.short))
-        models.append(t.model())
-    torch.manual_seed(seed)
-    plain_params = sum(p.numel() for m in models for p in m.parameters())
-    muir, history = None, []
-    if row == "baseline":
-        nets = models
-        opt = _adam([p for m in models for p in m.parameters()])
-    else:
-        cfg = budget.config(seed)
-        muir = reparameterize(models, config=cfg)   # default targets: all but first/last layer
-        nets = [muir[i] for i in range(len(tasks))]
-        opt = _adam(muir.param_groups(lr=1e-3))
-    losses = [t.trainer(m, seed) for t, m in zip(tasks, nets)]
-    for m in nets:
-        m.train()
-    running = torch.zeros(len(tasks), dtype=torch.float64)
-    seen = [0]
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        parts = [f() for f in losses]
-        sum(parts).backward()
-        opt.step()
-        running.add_(torch.stack([p.detach() for p in parts]).double())
-        seen[0] += 1
-
-    t0 = time.perf_counter()
-    if muir is None:
-        for _ in range(budget.steps):
-            step()
-    else:
-        shorts = [t.short for t in tasks]
-        history.append({"generation": 0, "step": 0, **muir.stats(), "subsets": _sharing_row(muir, shorts)})
-
-        def on_generation(stats: dict[str, Any]) -> None:
-            loss = (running / max(seen[0], 1)).tolist()
-            running.zero_(), seen.__setitem__(0, 0)
-            row_ = {**stats, "step": budget.n_init + stats["generation"] * budget.n_iter,
-                    "subsets": _sharing_row(muir, shorts), "train_loss": dict(zip(shorts, loss))}
-            history.append(row_)
-            if stats["generation"] % max(1, budget.generations // 5) == 0:
-                log(f"{row} {'+'.join(shorts)} generation {stats['generation']}/{budget.generations}: "
-                    f"active {stats['active']}/{muir.num_modules}, {time.perf_counter() - t0:.0f}s")
-        fit(muir, step, opt, on_generation=on_generation)
-    train_s = time.perf_counter() - t0
-    metrics = {t.short: float(t.evaluate(m)) for t, m in zip(tasks, nets)}
-    out: dict[str, Any] = {"row": row, "tasks": [t.short for t in tasks], "seed": seed, "metrics": metrics,
-                           "train_seconds": round(train_s, 2), "steps": budget.steps,
-                           "step_seconds": round(train_s / max(budget.steps, 1), 4), "plain_params": plain_params}
-    if muir is not None:
-        st = muir.stats()
-        table = muir.location_table()
-        out.update(stats=st, history=history, num_modules=muir.num_modules, psi0=muir.alignment().tolist(),
-                   layout=table[:, :2].tolist(), targets=muir.targets,
-                   total_params=sum(p.numel() for p in muir.parameters()))
-    return out
-
-
-def _unit_path(out: Path, budget_name: str, seed: int, row: str, tasks: Sequence[Any]) -> Path:
-    return out / "muir-crossmodal" / budget_name / f"seed{seed}" / f"{row}_{'+'.join(t.short for t in tasks)}.json"
-
-
-def run_units(tasks: Sequence[Any], budget: Budget, seeds: int, out: Path, budget_name: str, resume: bool,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Every (seed, row, task) unit; finished units are read back from ``out`` when ``resume``."""
-    fingerprint = {"budget": dataclasses.asdict(budget), "tasks": [t.describe() for t in tasks]}
-    results = []
-    for seed in range(seeds):
-        plan = ([("baseline", [t]) for t in tasks] + [("muir-within", [t]) for t in tasks]
-                + [("muir-across", list(tasks))])
-        for row, group in plan:
-            path = _unit_path(out, budget_name, seed, row, group)
-            if resume and path.is_file():
-                saved = json.loads(path.read_text())
-                if saved.get("fingerprint") == json.loads(json.dumps(fingerprint)):
-                    log(f"seed {seed} {row} {'+'.join(t.short for t in group)}: reused {path}")
-                    results.append(saved)
-                    continue
-            log(f"seed {seed} {row} {'+'.join(t.short for t in group)}: training {budget.steps} steps")
-            res = _train_unit(group, row, budget, seed, log)
-            res["fingerprint"] = fingerprint
-            save_json(path, res, indent=None)
-            log(f"seed {seed} {row} {'+'.join(t.short for t in group)}: {res['metrics']} "
-                f"({res['train_seconds']:.0f}s, {1e3 * res['step_seconds']:.0f} ms/step)")
-            results.append(res)
-    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -574,25 +248,31 @@ def _plots(out: Path, across: dict[str, Any], shorts: Sequence[str]) -> list[str
     return paths
 
 
-def run(opts: RunOptions, *, tasks: Sequence[Any] | None = None, budget: Budget | None = None,
-        vision: str = "fashion_mnist") -> dict[str, Any]:
+def load(opts: RunOptions, budget: Budget) -> list[Any]:
+    """The real tasks at this budget's sizes."""
+    from ..data import resolve_root
+    return load_tasks(resolve_root(opts.data_root), train_fraction=budget.train_fraction,
+                      eval_images=budget.eval_images, eval_tokens=budget.eval_tokens, hidden=budget.hidden,
+                      channels=budget.channels)
+
+
+def run(opts: RunOptions, *, tasks: Sequence[Any] | None = None, budget: Budget | None = None) -> dict[str, Any]:
     """Table 3 + Fig. 3 analog (``opts.seeds`` seeds, default 1). ``tasks`` / ``budget`` override the real
     tasks and the named budget (tests use tiny synthetic stand-ins)."""
-    from ..data import resolve_root
-    budget_name = "quick" if opts.budget == "quick" else "default"
-    budget = budget or BUDGETS[budget_name]
+    budget_name, named = budget_of(opts)
+    budget = budget or named
     seeds = opts.seeds if opts.seeds is not None else 1
-    log = lambda msg: print(f"[muir-crossmodal] {msg}", flush=True)  # noqa: E731
     report = Report("muir-crossmodal", device="cpu")
     with intra_op_threads(1):  # small per-op work on a shared CPU: one thread avoids OpenMP contention
         t0 = time.perf_counter()
         if tasks is None:
-            tasks = load_tasks(resolve_root(opts.data_root), budget, vision=vision)
-        log(f"data ready in {time.perf_counter() - t0:.1f}s")
-        results = run_units(tasks, budget, seeds, Path(opts.out), budget_name, opts.resume, log)
+            tasks = load(opts, budget)
+        print(f"[muir-crossmodal] data ready in {time.perf_counter() - t0:.1f}s", flush=True)
+        results = run_units(opts, tasks, budget_name, budget, seeds)
     report.config.update({
         "budget": budget_name, "seeds": seeds, **dataclasses.asdict(budget), "generations": budget.generations,
-        "muir": budget.config(0).to_dict(), "optimizer": "Adam lr 1e-3 (defaults), fused; scores lr 0.1",
+        "muir": budget.config(0).to_dict(), "optimizer": "Adam lr 1e-3 (torch defaults); scores lr 0.1",
+        "engine": "tessera.train.Trainer + tessera.hyper.MuirSearch", "device": opts.device,
         "tasks": {t.short: t.describe() for t in tasks}, "threads": 1,
         "paper_budget": "n_init 2000, n_iter 1000, 1000 generations (~1e6 steps/task), full-size models, GPU",
         "train_seconds": {f"{r['row']}/{'+'.join(r['tasks'])}/seed{r['seed']}": r["train_seconds"] for r in results}})

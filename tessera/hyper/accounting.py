@@ -5,6 +5,8 @@
 44
 >>> parameter_count(psi0, num_modules=4, context=2, block=(20, 1), compact=True)  # H_3 used once < c
 66
+>>> parameter_count(psi0, num_modules=4, context=0, block=(20, 1))     # c = 0: 2 shared blocks, no z
+40
 """
 from __future__ import annotations
 
@@ -33,21 +35,32 @@ def compact_mask(psi0: Tensor, num_modules: int, context: int) -> Tensor:
 
 
 def parameter_count(psi0: Tensor, num_modules: int, context: int, block: tuple[int, int],
-                    compact: bool = False) -> int:
+                    compact: bool = False, where: Tensor | None = None) -> int:
     """Trainable parameters of the reparameterized blocks.
 
-    ``compact=False``: L*c + K_active*c*m*n (Eq. 6 with unused hypermodules deleted).
+    ``compact=False``: L*c + K_active*c*m*n (Eq. 6 with unused hypermodules deleted); c = 0: K_active*m*n.
     ``compact=True``: (L - L_o)*c + K_g*c*m*n + L_o*m*n, where hypermodules used fewer than c times are
     replaced by the L_o blocks they generate (§3.2) and K_g counts the others.
+    ``where`` (L,) bool: the share of those locations (e.g. one model's): their contexts and plain blocks,
+    and of every hypermodule the fraction of its uses that are theirs (rounded; the shares of a
+    partition of the locations add up to the total).
+
+    >>> parameter_count(torch.tensor([0, 0, 1, 1, 1]), 5, 2, (4, 1), compact=True,
+    ...                 where=torch.tensor([True, False, True, True, False]))  # 3 contexts + H_0 / 2 + 2 H_1 / 3
+    15
     """
+    psi0 = psi0.reshape(-1).cpu()
     L, mn = psi0.numel(), block[0] * block[1]
-    u = usage(psi0, num_modules)
+    fibres = max(context, 1)                   # c = 0: a hypermodule is one m x n block, no contexts
+    u = usage(psi0, num_modules)               # usage by all locations decides what is compacted
+    sel = torch.ones(L, dtype=torch.bool) if where is None else where.reshape(-1).cpu().bool()
+    share = torch.bincount(psi0[sel], minlength=num_modules).double() / u.clamp(min=1)   # (K,) fraction of uses
+    n_loc = int(sel.sum())
     if not compact:
-        return L * context + int((u > 0).sum()) * context * mn
-    small = (u > 0) & (u < context)
-    L_o = int(u[small].sum())
-    K_g = int((u >= context).sum())
-    return (L - L_o) * context + K_g * context * mn + L_o * mn
+        return round(n_loc * context + float(share.sum()) * fibres * mn)
+    L_o = int((sel & (u < context)[psi0]).sum())                                    # compacted locations
+    K_g = float(share[u >= context].sum())
+    return round((n_loc - L_o) * context + K_g * fibres * mn + L_o * mn)
 
 
 def sharing_by_subset(psi0: Tensor, model_of_location: Tensor, num_modules: int) -> dict[tuple[int, ...], int]:

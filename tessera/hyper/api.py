@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import difflib
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ from .hypermodules import HyperGenerator, HypermoduleBank, context_magnitude
 from .search import AlignmentSearch
 from .targets import TargetReport, check_models, find_targets
 
-__all__ = ["reparameterize", "MuirModels", "export", "fit"]
+__all__ = ["reparameterize", "MuirModels", "export"]
 
 
 class MuirModels(nn.Module):
@@ -44,7 +44,7 @@ class MuirModels(nn.Module):
 
     ``forward(inputs)`` runs every task on its input (a tuple is unpacked) and returns the list of
     outputs, so the whole joint model can be wrapped in DDP. The alignment (Alg. 2) is driven by
-    :meth:`begin_generation` / :meth:`end_generation` (or :func:`fit`).
+    :meth:`begin_generation` / :meth:`end_generation` (or :class:`~tessera.hyper.MuirSearch` on the engine).
 
     DDP: the search draws from its own seeded generator and decides from the scores only, so every
     rank takes the same decisions. With the alignment fixed (n_init / n_final phases) the scores get
@@ -220,8 +220,8 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
                 take_parameter(mod, attr)
         layout = torch.cat([torch.cat([torch.tensor([i, j]).expand(t.plan.count, 2), t.plan.table], 1)
                             for j, t in enumerate(f)])                                    # (L_t, 2 + 4)
-        z = torch.cat([torch.full((t.plan.count, cfg.context),
-                                  context_magnitude(t.fan_in, cfg.block, cfg.context, cfg.z_rule))
+        c = max(cfg.context, 1)                       # c = 0: the c = 1 magnitude scales the initial blocks
+        z = torch.cat([torch.full((t.plan.count, c), context_magnitude(t.fan_in, cfg.block, c, cfg.z_rule))
                        for t in f])                                                        # (L_t, c)
         gen = HyperGenerator(bank, [(t.module, t.attr, t.plan) for t in f], layout, offset, cfg.lam, z,
                              aliases=[[(m, a) for _, m, a in t.aliases] for t in f])
@@ -264,43 +264,3 @@ def export(muir: MuirModels) -> list[nn.Module]:
                     mod._init_flat_weights()
         out.append(model)
     return out
-
-
-def fit(muir: MuirModels, step: Callable[[], Any], optimizer: torch.optim.Optimizer,
-        evaluate: Callable[[], float] | None = None,
-        on_generation: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Algorithm 2: n_init steps, n_generations x (challengers, n_iter steps, selection), restore the
-    best-validation state (when ``evaluate`` is given; lower is better), n_final steps with psi fixed.
-
-    ``step()`` does one training step (forward, backward, ``optimizer.step()``). Returns one stats dict
-    per generation (``muir.stats()`` plus ``val``).
-    """
-    cfg = muir.config
-    muir.fix_alignment()
-    for _ in range(cfg.n_init):
-        step()
-    best: tuple[float, dict, dict, dict] | None = None
-    history = []
-    for _ in range(cfg.n_generations if cfg.lam > 0 else 0):
-        muir.begin_generation(optimizer)
-        for _ in range(cfg.n_iter):
-            step()
-        muir.end_generation()
-        row: dict[str, Any] = dict(muir.stats())
-        if evaluate is not None:
-            row["val"] = v = float(evaluate())
-            if best is None or v < best[0]:
-                best = (v, copy.deepcopy(muir.state_dict()), copy.deepcopy(optimizer.state_dict()),
-                        muir.search.state_dict())
-        history.append(row)
-        if on_generation is not None:
-            on_generation(row)
-    if best is not None:
-        muir.load_state_dict(best[1])
-        optimizer.load_state_dict(best[2])
-        muir.search.load_state_dict(best[3])
-    muir.fix_alignment()
-    for _ in range(cfg.n_final):
-        step()
-    return history
-

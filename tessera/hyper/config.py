@@ -5,10 +5,10 @@ lr_s = 0.1, n_iter = 1000, n_init = 2000. :meth:`MuirConfig.synthetic` gives the
 
 >>> MuirConfig().initial_score()          # alpha = lambda / (lambda + 1): no bias to the incumbent
 0.0
->>> MuirConfig(context=0).validate()          # doctest: +ELLIPSIS
+>>> MuirConfig(context=-1).validate()          # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-tessera.errors.ConfigError: MuirConfig.context must be >= 1 (got 0); use c >= 1 ...
+tessera.errors.ConfigError: MuirConfig.context must be >= 0 (got -1); use c >= 1 ...
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ class MuirConfig:
     """Every knob of MUiR, with the paper's meaning in the help text."""
 
     block: tuple[int, int] = _help("(m, n): a block maps m input units to n output units (§3.1)", (16, 16))
-    context: int = _help("c: context size; H_k is c x m x n and z_l has c entries (Eq. 5)", 4)
+    context: int = _help("c: context size; H_k is c x m x n and z_l has c entries (Eq. 5); 0: no context, the "
+                         "blocks are the hypermodules themselves, shared exactly (Table 7's c = 0)", 4)
     lam: int = _help("lambda: challengers per location each generation; lambda+1 candidates soft-merged (Eq. 8)", 1)
     p: float = _help("fraction of locations (per group) that get new candidates each generation (S.3)", 0.5)
     eps: float = _help("probability of sampling an unused hypermodule (Eq. 13)", 1e-4)
@@ -64,8 +65,9 @@ class MuirConfig:
                               f"e.g. block=(16, 16)")
         self.block = (int(blk[0]), int(blk[1]))
         checks = [
-            (self.context >= 1,
-             f"context must be >= 1 (got {self.context}); use c >= 1 (the paper: c = 4, or 1 for linear tasks)"),
+            (self.context >= 0,
+             f"context must be >= 0 (got {self.context}); use c >= 1 (the paper: c = 4, or 1 for linear tasks) "
+             f"or 0 for exactly shared blocks"),
             (self.lam >= 0, f"lam must be >= 0 (got {self.lam}); lambda = 0 disables the search"),
             (0.0 < self.p <= 1.0, f"p must be in (0, 1] (got {self.p}); the paper uses 0.5"),
             (0.0 <= self.eps < 1.0, f"eps must be in [0, 1) (got {self.eps}); the paper uses 1e-4"),

@@ -12,6 +12,11 @@ every block of the model in one call::
 With the alignment fixed (Eq. 5) the index is ``psi0[l]*c + j`` and coeff is ``z_l``. One gather
 (:class:`~tessera.core.WeightWriter`) then writes the blocks into the model's weights.
 
+``c = 0`` (Table 7): no contexts; each hypermodule is one block (``H (K, 1, m*n)``) used as it is, so
+locations with the same hypermodule share their block exactly (z is a constant 1, not trained). Parallel
+adapters (Rebuffi et al., Table 6) add a learned per-location diagonal to the block: ``B_l + diag(d_l)``
+(:meth:`HyperGenerator.add_adapter`).
+
 >>> bank = HypermoduleBank(num_modules=2, context=1, block=(2, 1))
 >>> with torch.no_grad(): _ = bank.H.copy_(torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]]))
 >>> rows = bank.rows()                                   # (K*c, m*n) = (2, 2)
@@ -61,13 +66,15 @@ def context_magnitude(fan_in: int, block: tuple[int, int], context: int, rule: s
 
 
 class HypermoduleBank(nn.Module):
-    """All hypermodules H_k in R^{c x m x n} as one Parameter ``H (K, c, m*n)``, init N(0, sigma_H^2)."""
+    """All hypermodules H_k in R^{c x m x n} as one Parameter ``H (K, c, m*n)``, init N(0, sigma_H^2)
+    (``c = 0``: ``H (K, 1, m*n)``, one plain block per hypermodule)."""
 
     def __init__(self, num_modules: int, context: int, block: tuple[int, int],
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.context, self.block = int(context), (int(block[0]), int(block[1]))
-        self.H = nn.Parameter(torch.empty(num_modules, context, block[0] * block[1], device=device, dtype=dtype))
+        fibres = max(self.context, 1)
+        self.H = nn.Parameter(torch.empty(num_modules, fibres, block[0] * block[1], device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -89,9 +96,10 @@ class HypermoduleBank(nn.Module):
 class HyperGenerator(WeightGenerator):
     """Generates one model's target weights from the shared bank (Eq. 5 / Eq. 8); one ``mix`` per call.
 
-    Parameters: ``z (L, c)`` contexts, ``scores (L, lambda+1)``. Buffers (saved): ``psi0 (L,)``,
-    ``cand (L, lambda+1)``, ``merging`` (Eq. 8 on/off), ``layout (L, 6)`` (the location table, checked
-    on load) and ``spec`` = (m, n, c, lambda).
+    Parameters: ``z (L, c)`` contexts (``c = 0``: a buffer of ones, and hypermodule k starts at the scale
+    Eq. 7 gives location k), ``scores (L, lambda+1)``, optionally ``adapter (L, min(m, n))``. Buffers
+    (saved): ``psi0 (L,)``, ``cand (L, lambda+1)``, ``merging`` (Eq. 8 on/off), ``layout (L, 6)`` (the
+    location table, checked on load) and ``spec`` = (m, n, c, lambda).
     """
 
     def __init__(self, bank: HypermoduleBank, slots: Sequence[tuple[nn.Module, str, WeightPlan]],
@@ -102,7 +110,12 @@ class HyperGenerator(WeightGenerator):
         c, (m, n) = bank.context, bank.block
         L = int(layout.shape[0])
         H = bank.H
-        self.z = nn.Parameter(z_values.to(device=H.device, dtype=H.dtype).reshape(L, c).clone())
+        if c == 0:       # blocks = hypermodules: fold location l's Eq. 7 magnitude into its initial module
+            with torch.no_grad():
+                H[module_offset:module_offset + L, 0] *= z_values.reshape(L, -1)[:, :1].to(H)
+            self.register_buffer("z", torch.ones(L, 1, device=H.device, dtype=H.dtype))
+        else:
+            self.z = nn.Parameter(z_values.to(device=H.device, dtype=H.dtype).reshape(L, c).clone())
         self.scores = nn.Parameter(torch.zeros(L, lam + 1, device=H.device, dtype=H.dtype))
         psi0 = torch.arange(module_offset, module_offset + L, device=H.device)
         self.register_buffer("psi0", psi0)
@@ -113,6 +126,8 @@ class HyperGenerator(WeightGenerator):
         self.register_buffer("_rows", torch.empty(0, dtype=torch.long, device=H.device), persistent=False)
         self.register_buffer("_rows0", torch.empty(0, dtype=torch.long, device=H.device), persistent=False)
         self.register_parameter("plain", None)            # compacted blocks (see compact)
+        self.register_parameter("adapter", None)          # parallel adapters (see add_adapter)
+        self.register_buffer("_diag", torch.arange(min(m, n), device=H.device) * (n + 1), persistent=False)
         self.is_merging = False                           # python mirror of the `merging` buffer
         self.register_buffer("plain_loc", None)
         self.register_buffer("gen_loc", None)
@@ -133,7 +148,7 @@ class HyperGenerator(WeightGenerator):
         return self.psi0.shape[0]
 
     def _refresh_rows(self) -> None:
-        c = self.bank.context
+        c = self.bank.H.shape[1]                                                     # fibres: max(c, 1)
         j = torch.arange(c, device=self.cand.device)
         self._rows = (self.cand[:, :, None] * c + j).reshape(self.cand.shape[0], -1)  # (L, (lam+1)*c)
         self._rows0 = self.psi0[:, None] * c + j                                     # (L, c)
@@ -156,8 +171,22 @@ class HyperGenerator(WeightGenerator):
             optimizer.state.pop(self.scores, None)
 
     # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def add_adapter(self) -> None:
+        """Give every location a learned diagonal ``d_l (min(m, n),)``, zero at first, added to its block
+        (a parallel adapter, Rebuffi et al. 2018; paper 003 S.4). Idempotent."""
+        if self.adapter is None:
+            L, k = self.num_locations, self._diag.numel()
+            self.adapter = nn.Parameter(self.bank.H.new_zeros(L, k))
+
     def blocks(self) -> Tensor:
-        """All generated blocks ``(L, m*n)`` for the current state (one ``mix``)."""
+        """All generated blocks ``(L, m*n)`` for the current state (one ``mix``; + the adapters' diagonals)."""
+        b = self._blocks()
+        if self.adapter is not None:
+            b = b.index_add(1, self._diag, self.adapter)                            # B_l[a, a] += d_l[a]
+        return b
+
+    def _blocks(self) -> Tensor:
         rows = self.bank.rows()
         if self.is_merging:
             w = softmax_rows(self.scores)                                           # (L, lam+1)
@@ -218,6 +247,8 @@ class HyperGenerator(WeightGenerator):
             if v.numel() and (int(v.max()) >= K or int(v.min()) < 0):
                 raise CheckpointError(f"checkpoint {prefix}{key} refers to hypermodule {int(v.max())} but the bank "
                                       f"has {K}; the checkpoint belongs to another reparameterization")
+        if prefix + "adapter" in state_dict and self.adapter is None:   # a checkpoint with parallel adapters
+            self.add_adapter()
         if prefix + "plain" in state_dict and self.plain is None:  # a compacted checkpoint: take its structure
             self.plain = nn.Parameter(torch.empty_like(state_dict[prefix + "plain"], device=self.z.device))
             self.plain_loc = torch.empty_like(state_dict[prefix + "plain_loc"], device=self.z.device)

@@ -21,6 +21,9 @@ torch.Size([2, 10])
 >>> logits, state = lm(torch.zeros(7, 3, dtype=torch.long))          # (T, B) tokens
 >>> logits.shape, state[0].shape
 (torch.Size([21, 50]), torch.Size([2, 3, 32]))
+>>> awd = LSTMLanguageModel(vocab=50, hidden=24, embed=32)             # 32 -> 24 -> 32, tied embedding
+>>> [tuple(r.weight_hh_l0.shape) for r in awd.rnns], len(awd(torch.zeros(7, 3, dtype=torch.long))[1])
+([(96, 24), (128, 32)], 4)
 >>> DeepBind(channels=16)(torch.zeros(5, 4, 101)).shape
 torch.Size([5])
 >>> tf = TransformerLM(vocab=50, hidden=32, heads=2, memory=4)
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 
 __all__ = ["LeNet", "LSTMLanguageModel", "TransformerLM", "DeepBind", "detach_state", "TASK_MODELS"]
 
@@ -77,26 +80,45 @@ def init_lm_ends(encoder: nn.Embedding, decoder: nn.Linear, tie: bool) -> None:
 
 
 class LSTMLanguageModel(nn.Module):
-    """Word-level LM: embedding (V, h) -> LSTM(h, h, layers) -> decoder (tied to the embedding).
+    """Word-level LM: embedding (V, E) -> LSTM layers -> decoder (tied to the embedding).
 
     ``forward(tokens (T, B), state=None) -> (logits (T*B, V), state)``; pass the returned state (after
     :func:`detach_state`) to the next call for truncated backpropagation through time.
+
+    ``embed=None`` (or ``embed == hidden``): E = hidden, one ``nn.LSTM(hidden, hidden, layers)``; its state
+    is ``(h, c)``, each ``(layers, B, hidden)``. Otherwise the AWD-LSTM layout: one LSTM per layer, E -> hidden
+    -> ... -> E, so the hidden size can change while the tied embedding keeps size E; the state is the
+    flat tuple ``(h_1, c_1, ..., h_layers, c_layers)``, each ``(1, B, size)``.
     """
 
-    def __init__(self, vocab: int, hidden: int = 128, layers: int = 2, dropout: float = 0.2, tie: bool = True):
+    def __init__(self, vocab: int, hidden: int = 128, layers: int = 2, dropout: float = 0.2, tie: bool = True,
+                 embed: int | None = None):
         super().__init__()
-        self.vocab, self.hidden, self.layers = vocab, hidden, layers
+        E = hidden if embed is None else int(embed)
+        self.vocab, self.hidden, self.layers, self.embed = vocab, hidden, layers, E
         self.drop = nn.Dropout(dropout)
-        self.encoder = nn.Embedding(vocab, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, num_layers=layers)
-        self.decoder = nn.Linear(hidden, vocab)
+        self.encoder = nn.Embedding(vocab, E)
+        if E == hidden:
+            self.lstm = nn.LSTM(hidden, hidden, num_layers=layers)
+        else:
+            if layers < 2:
+                raise ConfigError(f"LSTMLanguageModel: embed != hidden needs layers >= 2 (E -> hidden -> E), got layers={layers}")
+            sizes = [E] + [hidden] * (layers - 1) + [E]
+            self.rnns = nn.ModuleList(nn.LSTM(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.decoder = nn.Linear(E, vocab)
         init_lm_ends(self.encoder, self.decoder, tie)
 
-    def forward(self, tokens: Tensor, state: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        emb = self.drop(self.encoder(tokens))                         # (T, B, h)
-        out, state = self.lstm(emb, state)                            # (T, B, h)
-        return self.decoder(self.drop(out).flatten(0, 1)), state      # (T*B, V)
+    def forward(self, tokens: Tensor, state: tuple[Tensor, ...] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        emb = self.drop(self.encoder(tokens))                         # (T, B, E)
+        if not hasattr(self, "rnns"):
+            out, state = self.lstm(emb, state)                        # (T, B, h)
+            return self.decoder(self.drop(out).flatten(0, 1)), state  # (T*B, V)
+        out, new = emb, []
+        for i, rnn in enumerate(self.rnns):
+            out, (h, c) = rnn(out, None if state is None else (state[2 * i], state[2 * i + 1]))
+            new += [h, c]
+        return self.decoder(self.drop(out).flatten(0, 1)), tuple(new)
 
 
 class TransformerLM(nn.Module):

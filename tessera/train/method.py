@@ -113,7 +113,8 @@ class Callback:
         """After ``fit`` wrote final.json."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and JSON values to checkpoint (nested dicts / lists allowed)."""
+        """Tensors and JSON values to checkpoint (nested dicts / lists allowed). Called on every rank at
+        each checkpoint (so it may use collectives); rank 0's result is written."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -73,6 +73,8 @@ class TrainerState:
                 raise TrainingError(f"weight {name} is not finite at step {tr.step}; not saving it over the "
                                     f"last good checkpoint; lower train.optim.lr or set train.clip_grad")
         rng, rng_meta = self._gather_rng()
+        # every rank: a state_dict may gather its ranks' parts (e.g. a carried LM state per stream shard)
+        extra, extra_meta = split_state({k: obj.state_dict() for k, obj in _stateful(tr).items()})
         if tr.is_main:
             optim: dict[str, torch.Tensor] = {}
             optim_meta: dict[str, Any] = {}
@@ -80,7 +82,6 @@ class TrainerState:
                 t, m = optimizer_tensors(o.opt)
                 optim.update({f"{name}.{k}": v for k, v in t.items()})
                 optim_meta[name] = m
-            extra, extra_meta = split_state({k: obj.state_dict() for k, obj in _stateful(tr).items()})
             state = {
                 "step": tr.step, "total_steps": tr.total_steps, "world_size": tr.world,
                 "config": tr.run_config, "optimizers": optim_meta, "rng": rng_meta, "extra": extra_meta,

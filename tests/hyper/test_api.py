@@ -151,7 +151,7 @@ def test_bad_inputs_are_one_line_errors():
         assert "\n" not in str(e.value)
     err(ShapeError, lambda: reparameterize(_models(), block=(32, 32), strict=True), "cannot be generated")
     err(ConfigError, lambda: reparameterize(_models(), block=(32, 32)), "model 0: .* leave no weight .*too small")
-    err(ConfigError, lambda: reparameterize(_models(), context=0), "context must be >= 1")
+    err(ConfigError, lambda: reparameterize(_models(), context=-1), "context must be >= 0")
     err(ConfigError, lambda: reparameterize(_models(), target_modules="decoder.*"), "leave no weight")
     mixed = _models()
     mixed[1] = mixed[1].double()

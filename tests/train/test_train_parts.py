@@ -76,6 +76,14 @@ def test_metrics():
     assert rmse.finalize(rmse.fn(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0])).mean().item()) == pytest.approx(math.sqrt(5))
 
 
+def test_roc_auc_matches_the_pairwise_definition_with_ties():
+    g = torch.Generator().manual_seed(0)
+    s, y = torch.randint(0, 5, (200,), generator=g).float(), torch.randint(0, 2, (200,), generator=g).float()
+    pos, neg = s[y == 1], s[y == 0]
+    ref = ((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean()
+    assert roc_auc(s, y).item() == pytest.approx(float(ref))
+
+
 class Trunk(nn.Module):
     def __init__(self):
         super().__init__()
