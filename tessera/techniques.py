@@ -75,7 +75,7 @@ register_technique(
                              "paper 002 Table 8 + Table 10 analogs: 5 digit-like datasets co-trained by 8 variants; "
                              "transfer to 3 held-out ones"),
     },
-    benchmarks={"mixture-overhead": (_B + "mixture:run", "template-mixture train step (K=4, 16) and collapsed "
+    benchmarks={"mixture-overhead": (_B + "mixture:run", "template-mixture train step (K=4, 16) and exported "
                                                          "inference vs plain isometric net")},
     demo="tessera.mixture.demo:demo")
 

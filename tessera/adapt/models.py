@@ -185,7 +185,7 @@ class CompositionalDA(DAModel):
 
     def add_target(self, name: str, *, from_domain: str | None = None, logits: Tensor | None = None) -> None:
         """New domain: logits (L, K) and BN statistics copied from ``from_domain`` (or ``logits`` given)."""
-        self.net.add_task(name, None, from_task=from_domain, logits=logits)
+        self.net.add_task(name, None, from_task=from_domain, mixture_logits=logits)
 
     def set_logits(self, name: str, logits: Tensor) -> None:
         """Overwrite the mixture logits (L, K) of a domain in place."""

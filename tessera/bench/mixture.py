@@ -5,7 +5,7 @@ Rows (ratio = candidate / baseline, same process, interleaved rounds, medians):
 * training step (forward, cross-entropy, backward, RMSprop step) of a MixtureNet with K = 4 and
   K = 16 templates over a plain :class:`tessera.nn.IsometricNet` with the same L layers
   (target: ratio <= 1.05);
-* inference of a collapsed MixtureNet task (one-hot signature: layers share template modules;
+* inference of a exported MixtureNet task (one-hot signature: layers share template modules;
   learned mixture: every layer materialized) over the plain network's inference (target <= 1.03).
 """
 from __future__ import annotations
@@ -44,8 +44,8 @@ def _infer(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
-    """Time mixture training steps and collapsed inference against the plain IsometricNet."""
-    from ..mixture import MixtureNet, collapse
+    """Time mixture training steps and exported inference against the plain IsometricNet."""
+    from ..mixture import MixtureNet, export
     from ..nn import IsometricNet
 
     quick = opts.budget == "quick"
@@ -72,12 +72,12 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
 
     xe = torch.rand(cfg["eval_batch"], 1, cfg["image"], cfg["image"])
     seq = MixtureNet.from_isometric(10, num_templates=4, depth=L, signature="sequential", **arch)
-    collapsed = {"one-hot (sequential, shared modules)": collapse(seq.eval()),
-                 "learned (per-layer weights)": collapse(mixtures[4].eval())}
+    exported = {"one-hot (sequential, shared modules)": export(seq.eval()),
+                 "learned (per-layer weights)": export(mixtures[4].eval())}
     fns = {"plain": _infer(plain, xe)}
-    fns.update({name: _infer(m, xe) for name, m in collapsed.items()})
+    fns.update({name: _infer(m, xe) for name, m in exported.items()})
     t = compare(fns, warmup=cfg["warmup"], rounds=cfg["rounds"])
-    for name in collapsed:
-        rep.add_bench_row(setting=f"inference, L={L}, batch {cfg['eval_batch']}", method=f"collapsed K=4 {name}",
+    for name in exported:
+        rep.add_bench_row(setting=f"inference, L={L}, batch {cfg['eval_batch']}", method=f"exported K=4 {name}",
                           metric="seconds", baseline_s=t["plain"], candidate_s=t[name], target_ratio=1.03)
     return rep.write(opts.json)

@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["NETS", "build", "make_norm", "ConvNormAct", "BasicBlock", "InvertedResidual", "L2Features",
+__all__ = ["NETS", "build", "make_norm", "ConvNormAct", "BasicBlock", "MobileNetV2Block", "L2Features",
            "mobile_head", "mobile_head_body", "adapter", "NORMS"]
 
 NETS: Registry = Registry("compat network")
@@ -84,7 +84,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))  # (N, cout, H/s, W/s)
 
 
-class InvertedResidual(nn.Module):
+class MobileNetV2Block(nn.Module):
     """MobileNetV2 block: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection (+ identity if it fits)."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 4, norm: str = "bn"):
@@ -162,8 +162,8 @@ def mobilenet(num_classes: int = 10, in_chans: int = 1, width: int = 16, norm: s
               l2_features: bool = False) -> nn.Sequential:
     """(N, in, H, W) -> stage2 features (N, 2w, H/4, W/4) -> logits; cheap depthwise convs."""
     w = width
-    s1 = nn.Sequential(InvertedResidual(w, w, 2, 4, norm), InvertedResidual(w, w, 1, 4, norm))
-    s2 = nn.Sequential(InvertedResidual(w, 2 * w, 2, 4, norm), InvertedResidual(2 * w, 2 * w, 1, 4, norm))
+    s1 = nn.Sequential(MobileNetV2Block(w, w, 2, 4, norm), MobileNetV2Block(w, w, 1, 4, norm))
+    s2 = nn.Sequential(MobileNetV2Block(w, 2 * w, 2, 4, norm), MobileNetV2Block(2 * w, 2 * w, 1, 4, norm))
     s3 = mobile_head_body(2 * w, 2 * w, norm)
     return _stages(ConvNormAct(in_chans, w, 3, 1, norm), s1, s2, s3, 2 * w, num_classes, l2_features)
 
@@ -183,7 +183,7 @@ def mobile_head_body(cin: int, cout: int, norm: str = "bn", blocks: int = 2, exp
     """``blocks`` stride-1 inverted residual blocks: the body of a MobileNet-style head."""
     if blocks < 1:
         raise ConfigError(f"a MobileNet-style head needs blocks >= 1, got {blocks}")
-    return nn.Sequential(*[InvertedResidual(cin if i == 0 else cout, cout, 1, expansion, norm) for i in range(blocks)])
+    return nn.Sequential(*[MobileNetV2Block(cin if i == 0 else cout, cout, 1, expansion, norm) for i in range(blocks)])
 
 
 def mobile_head(width: int, num_classes: int, norm: str = "bn", blocks: int = 2, expansion: int = 4) -> nn.Sequential:
@@ -193,7 +193,7 @@ def mobile_head(width: int, num_classes: int, norm: str = "bn", blocks: int = 2,
     with expansion 6 (``blocks=6, expansion=6``); here every block keeps ``width`` channels, stride 1,
     and there is no final 1280-channel 1x1 convolution.
 
-    >>> sum(isinstance(m, InvertedResidual) for m in mobile_head(8, 10, blocks=6, expansion=6).modules())
+    >>> sum(isinstance(m, MobileNetV2Block) for m in mobile_head(8, 10, blocks=6, expansion=6).modules())
     6
     """
     return nn.Sequential(OrderedDict([("stage3", mobile_head_body(width, width, norm, blocks, expansion)),

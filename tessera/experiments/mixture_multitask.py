@@ -64,7 +64,7 @@ def sharing(weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] = ALPHAS,
         alpha: float | None = None) -> dict[str, Any]:
     """Run the experiment; ``alpha`` fixes the clustering strength (no sweep)."""
-    from ..mixture import collapse, max_difference
+    from ..mixture import export, max_difference
 
     b = dict(BUDGETS.get(opts.budget, BUDGETS["default"]))
     seeds = opts.seeds if opts.seeds is not None else SEEDS.get(opts.budget, 3)
@@ -87,7 +87,7 @@ def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] 
         net, res = train_row(work, row, seed, fit, val, heads, b, ARCH, alpha, opts.device)
         if row.mixture:
             t0 = next(iter(tasks))
-            res["collapse_max_diff"] = max_difference(net, collapse(net, t0), tasks[t0][2][:64], t0)
+            res["export_max_diff"] = max_difference(net, export(net, t0), tasks[t0][2][:64], t0)
         return res
 
     def run_unit(row: Model, alpha: float, seed: int) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] 
             organization[row.label] = add_organization_rows(
                 rep, row, results[row.label], out, "9 tasks x layers", digit_pair_kind,
                 ("same_augmentation", "same_dataset", "unrelated"))
-            organization[row.label]["collapse_max_diff"] = max(r["collapse_max_diff"] for r in results[row.label])
+            organization[row.label]["export_max_diff"] = max(r["export_max_diff"] for r in results[row.label])
     rep.config["self_organization"] = organization
     print(format_table(rep.rows, ["setting", "method", "mean", "stderr", "n"]))
     return rep.write(opts.json)

@@ -3,7 +3,7 @@
 scikit-learn's bundled 8x8 digits become four tasks (original, boundary, blur, shear) at 16x16.
 One MixtureNet (K = 4 templates, L = 6 layers, per-task mixture weights and heads) is co-trained on
 all four; the demo reports each task's held-out accuracy and learned signature, writes the
-mixture-weight heatmap, and exports one task as a plain collapsed network (checked equal).
+mixture-weight heatmap, and exports one task as a plain exported network (checked equal).
 
 >>> rows = demo("/tmp/tessera-demo")      # doctest: +SKIP
 """
@@ -19,9 +19,9 @@ __all__ = ["demo"]
 
 
 def demo(out_dir: str | Path, steps: int = 400, seed: int = 0) -> list[dict[str, Any]]:
-    """Train, plot and collapse a small mixture network; returns rows for a results table."""
+    """Train, plot and export a small mixture network; returns rows for a results table."""
     from ..data import sklearn_digit_domains
-    from .collapse import collapse, max_difference
+    from .exported import export, max_difference
     from .network import MixtureNet
     from .plots import plot_mixture_weights
     from .regularizers import mixture_clustering
@@ -45,11 +45,11 @@ def demo(out_dir: str | Path, steps: int = 400, seed: int = 0) -> list[dict[str,
         rows.append({"task": t, "accuracy": round(res["acc"][t], 4), "signature": "".join(map(str, sig)),
                      "min_confidence": round(min(conf), 3)})
     first = next(iter(tasks))
-    plain = collapse(net, first)
+    plain = export(net, first)
     diff = max_difference(net, plain, tasks[first][2][:64], first)
     n_mix = sum(p.numel() for p in net.parameters())
     n_plain = sum(p.numel() for p in plain.parameters())
-    rows.append({"task": f"collapse({first})", "accuracy": None, "signature": "max |diff| = %.1e" % diff,
+    rows.append({"task": f"export({first})", "accuracy": None, "signature": "max |diff| = %.1e" % diff,
                  "min_confidence": None, "params": n_plain, "mixture_params_all_tasks": n_mix})
     rows.append({"task": "heatmap", "accuracy": None, "signature": str(png), "min_confidence": None,
                  "seconds": round(time.perf_counter() - t0, 1)})

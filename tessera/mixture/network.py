@@ -215,11 +215,11 @@ class MixtureNet(WeightGenerator):
         return check_task(self.mixture, name)
 
     def add_task(self, name: str, num_classes: int | None = None, *, from_task: str | None = None,
-                 logits: Tensor | None = None, copy_head: bool = False) -> None:
+                 mixture_logits: Tensor | None = None, copy_head: bool = False) -> None:
         """Add a task: its mixture logits, head, BN statistics (and patches).
 
         ``from_task`` copies that task's logits, patches and statistics (and head, with
-        ``copy_head``); ``logits`` (L, K) overrides the logits. Otherwise logits follow ``init`` /
+        ``copy_head``); ``mixture_logits`` (L, K) overrides them. Otherwise the logits follow ``init`` /
         ``signature`` of the model, patches start at the prototype's gamma/beta, statistics at 0 / 1.
         """
         if not isinstance(name, str) or not _TASK_NAME.match(name):
@@ -232,10 +232,10 @@ class MixtureNet(WeightGenerator):
             self._check_task(from_task)
         dev, dt = self.bank.weight.device, self.bank.weight.dtype
         frozen = self.fixed_signature is not None
-        if logits is not None:
-            lg = logits.detach().clone()
+        if mixture_logits is not None:
+            lg = mixture_logits.detach().clone()
             if tuple(lg.shape) != (self.depth, self.num_templates):
-                raise ShapeError(f"logits for task {name!r} have shape {tuple(lg.shape)}; expected (L, K) = "
+                raise ShapeError(f"mixture_logits for task {name!r} have shape {tuple(lg.shape)}; expected (L, K) = "
                                  f"({self.depth}, {self.num_templates})")
         elif from_task is not None:
             lg = self.mixture[from_task].detach().clone()
@@ -375,8 +375,8 @@ class MixtureNet(WeightGenerator):
             self.release()
 
     @property
-    def logits(self) -> nn.Module:
-        """The active task's head (named as in IsometricNet)."""
+    def head(self) -> nn.Module:
+        """The active task's head (named as in IsometricNet and ExportedNet)."""
         return self.heads[self.task]
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ between tasks), and optionally a head (``head="fc"``: each task gets its own cop
 
 The model's own ``forward`` runs unchanged, so blocks receive whatever arguments the model gives them
 (attention masks, kwargs), and ``mm(*args, task=..., **kwargs)`` passes everything else to the model.
-:meth:`ModelMixture.collapse` (or :func:`tessera.mixture.collapse`) returns the user's architecture with the
+:meth:`ModelMixture.export` (or :func:`tessera.mixture.export`) returns the user's architecture with the
 task's generated weights as plain Parameters: identical outputs, loadable into the original model.
 
 >>> body = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(4)])
@@ -20,7 +20,7 @@ task's generated weights as plain Parameters: identical outputs, loadable into t
 >>> x = torch.randn(5, 3)
 >>> mm(x, task="b").shape, tuple(mm.coefficients("a").shape)            # (L, K) mixture weights
 (torch.Size([5, 2]), (4, 2))
->>> plain = mm.collapse("b")                                            # an nn.Sequential again
+>>> plain = mm.export("b")                                            # an nn.Sequential again
 >>> torch.equal(plain(x), mm(x, task="b"))
 True
 """
@@ -245,7 +245,7 @@ class ModelMixture(WeightGenerator):
             self.release()
 
     @torch.no_grad()
-    def collapse(self, task: str | None = None) -> nn.Module:
+    def export(self, task: str | None = None) -> nn.Module:
         """The user's architecture for ``task`` with plain Parameters: same outputs, loads into the original."""
         task = self._check_task(task) if task else self.task
         values = self.writer.tensors(self.source(self.coefficients(task).detach()))

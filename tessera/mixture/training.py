@@ -95,7 +95,7 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
     trainer = Trainer(model, [make_task(n, d) for n, d in tasks.items()], cfg, out_dir=out_dir,
                       param_groups=_groups(model, params, lr, mixture_lr_mult, weight_decay))
     final = trainer.fit(resume=out_dir is not None)
-    if trainer.ema is not None:   # keep the EMA weights for what follows (transfer, plots, collapse)
+    if trainer.ema is not None:   # keep the EMA weights for what follows (transfer, plots, export)
         trainer.ema.copy_to(trainer.net)
     acc = {n: m["accuracy"] for n, m in final["tasks"].items()}
     loss = {n: m["loss"] for n, m in final["tasks"].items()}

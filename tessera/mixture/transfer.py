@@ -60,7 +60,7 @@ def interpolate(model: MixtureNet, task: str, coeffs: Mapping[str, float], num_c
         probs = torch.stack([model.coefficients(s).detach() for s in srcs])          # (V, L, K)
         lg = _probs_to_logits(torch.einsum("v,vlk->lk", c, probs))  # (L, K)
         if task not in model.mixture:
-            model.add_task(task, num_classes, from_task=srcs[int(c.argmax())], logits=lg)
+            model.add_task(task, num_classes, from_task=srcs[int(c.argmax())], mixture_logits=lg)
             if copy_head_from is not None:
                 model.heads[task].load_state_dict(model.heads[model._check_task(copy_head_from)].state_dict())
             if model.bn == "patch":

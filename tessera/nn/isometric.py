@@ -1,5 +1,5 @@
 """Isometric networks (paper 002, §3.1, §4.1, App. A.1): input adapter, body of identical blocks,
-output adapter, logits.
+output adapter, head (paper 002 Table 7 calls it "logits").
 
 >>> from tessera.nn import create_model
 >>> net = create_model("isometric_small", num_classes=10, depth=4)
@@ -35,7 +35,7 @@ def isometric_body(input_adapter: nn.Module, blocks: Iterable[nn.Module], x: tor
 
     ``block_input``: ``"none"`` (h <- blk(h)), ``"add"`` (h <- blk(h + z0)) or ``"concat"`` (the block
     also receives the adapter output z0: h <- blk(h, z0); Table 6). ``block_kwargs`` go to every block
-    (e.g. an attention mask). The one implementation used by IsometricNet, MixtureNet and a collapsed
+    (e.g. an attention mask). The one implementation used by IsometricNet, MixtureNet and a exported
     MixtureNet. When the input adapter is a patch conv (``input_adapter.conv`` with kernel = stride),
     ``x`` is checked to fit it (:func:`check_patch_input`).
     """
@@ -89,7 +89,7 @@ class IsometricNet(nn.Module):
       (N, C, H/patch, W/patch);
     * ``blocks``: ``depth`` identical blocks from :data:`~tessera.nn.blocks.BLOCKS`;
     * ``output_adapter``: 1x1 conv to c1 + act, global average pool, 1x1 conv to c2 + act, flatten;
-    * ``dropout`` then ``logits`` (Linear c2 -> num_classes).
+    * ``dropout`` then ``head`` (Linear c2 -> num_classes; the paper's "logits" layer).
 
     ``block_input_mode`` (paper 002, App. B, Table 6: every block also sees the input adapter's
     output besides the previous block's): ``"none"`` (default); ``"concat"`` - each block also
@@ -150,11 +150,11 @@ class IsometricNet(nn.Module):
             act2=create_act(act_layer),
             flatten=nn.Flatten(1)))
         self.dropout = nn.Dropout(dropout)
-        self.logits = nn.Linear(c2, num_classes)
+        self.head = nn.Linear(c2, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """MobileNet-style init: He (fan-out) convs, unit BN, small-normal logits, zero biases."""
+        """MobileNet-style init: He (fan-out) convs, unit BN, small-normal head, zero biases."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -177,7 +177,7 @@ class IsometricNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_classes) logits."""
-        return self.logits(self.dropout(self.forward_embedding(x)))  # (N, c2) -> (N, classes)
+        return self.head(self.dropout(self.forward_embedding(x)))  # (N, c2) -> (N, classes)
 
 
 def _channels(width_mult: float) -> int:
@@ -265,7 +265,7 @@ def param_table(model: IsometricNet) -> list[dict[str, Any]]:
         {"component": "output_adapter", "params": _n(model.output_adapter),
          "paper": ref["output_adapter"] if ref else 40 * pct * c1 + c1 * c2 + c1 + c2,
          "formula": "40%*c1 + c1*c2 + c1 + c2", "note": f"c1={c1}, c2={c2}"},
-        {"component": "logits", "params": _n(model.logits),
+        {"component": "logits", "params": _n(model.head),
          "paper": c2 * ncls + ncls, "formula": "c2*C + C", "note": f"C={ncls}"},
         {"component": "total", "params": _n(model), "paper": None, "formula": "", "note": ""},
     ]

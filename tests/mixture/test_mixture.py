@@ -1,4 +1,4 @@
-"""Template-mixture networks: exactness, collapse, gradients, every registered block, bad input."""
+"""Template-mixture networks: exactness, export, gradients, every registered block, bad input."""
 import copy
 
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 
 import tessera.mixture.network as network_mod
 from tessera.errors import ConfigError, ShapeError, TesseraError
-from tessera.mixture import (MixtureNet, TemplateBank, collapse, extract_signature, freeze, max_difference,
+from tessera.mixture import (MixtureNet, TemplateBank, export, extract_signature, freeze, max_difference,
                              multitask_model, set_signature)
 from tessera.nn import BLOCKS
 
@@ -42,17 +42,17 @@ def test_one_hot_layer_equals_its_template_exactly(block, bn):
 
 @pytest.mark.parametrize("block", BLOCKS.names())
 @pytest.mark.parametrize("bn", ["layer", "mixed", "patch"])
-def test_collapse_gives_identical_outputs(block, bn):
+def test_export_gives_identical_outputs(block, bn):
     net = _net(block, bn=bn)
     net.train()
     for t in ("a", "b"):          # fill each task's BN statistics
         net(X, task=t)
     set_signature(net, "b", [1, 1, 0, 2])
     for task in ("a", "b"):
-        plain = collapse(net, task)
+        plain = export(net, task)
         assert not any(isinstance(m, MixtureNet) for m in plain.modules())
         assert max_difference(net, plain, X, task) == 0.0
-    shared = collapse(net, "b")
+    shared = export(net, "b")
     assert shared.blocks[0].get_submodule(net.bank.layout[0].module) is not None
     w = [getattr(b.get_submodule(net.bank.layout[0].module), net.bank.layout[0].attr) for b in shared.blocks]
     assert w[0] is w[1] and w[0] is not w[2]          # one-hot layers on one template share parameters
@@ -124,7 +124,7 @@ def test_block_input_concat_variant_table6():
     net = _net("inverted_residual", block_input="concat", signature="sequential")
     assert net.blocks[0].conv_pw.in_channels == 16           # block sees cat(h, z0)
     assert net(X).shape == (4, 10)
-    assert max_difference(net, collapse(net), X) == 0.0
+    assert max_difference(net, export(net), X) == 0.0
 
 
 def test_any_user_block_with_layernorm():
@@ -141,7 +141,7 @@ def test_any_user_block_with_layernorm():
     x = torch.randn(5, 6)
     net(x).sum().backward()
     assert net.bank.weight.grad is not None
-    assert max_difference(net, collapse(net), x) == 0.0
+    assert max_difference(net, export(net), x) == 0.0
 
 
 def test_state_dict_roundtrip_and_deepcopy():

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from tessera.errors import ConfigError, ShapeError
-from tessera.mixture import MixtureNet, ModelMixture, collapse, one_hot_logits
+from tessera.mixture import MixtureNet, ModelMixture, export, one_hot_logits
 from tessera.mixture.templates import flatten
 
 
-@pytest.mark.parametrize("name", ["tessera.mixture.over", "tessera.mixture.templates", "tessera.mixture.collapse",
+@pytest.mark.parametrize("name", ["tessera.mixture.over", "tessera.mixture.templates", "tessera.mixture.exported",
                                   "tessera.patterns", "tessera.compat.components"])
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
@@ -52,14 +52,14 @@ def _masked_pair(fn):
     return fn(x, mask)[:, :-1], fn(y, mask)[:, :-1], fn(x, None)[:, :-1], fn(y, None)[:, :-1]
 
 
-def test_blocks_receive_extra_forward_arguments_and_collapse_keeps_them():
+def test_blocks_receive_extra_forward_arguments_and_export_keeps_them():
     torch.manual_seed(0)
     net = MixtureNet(_layer(), num_templates=2, depth=3, tasks=["t"]).eval()
     run = lambda x, m: net(x, src_key_padding_mask=m) if m is not None else net(x)  # noqa: E731
     a, b, c, d = _masked_pair(run)
     torch.testing.assert_close(a, b)                            # the masked position is ignored by every block
     assert not torch.allclose(c, d)
-    plain = collapse(net)
+    plain = export(net)
     x, m = torch.randn(2, 5, 8), torch.tensor([[False] * 4 + [True]] * 2)
     assert torch.equal(plain(x, src_key_padding_mask=m), net(x, src_key_padding_mask=m))
 
@@ -106,7 +106,7 @@ def test_model_mixture_keeps_bn_statistics_and_heads_per_task():
     mm(torch.randn(4, 5, 8) + 2.0, task="a")
     assert not torch.equal(mm.stats.a, stats_b) and torch.equal(mm.stats.b, stats_b)
     assert mm.model.fc.heads["a"] is not mm.model.fc.heads["b"]
-    plain = collapse(mm, "b").eval()
+    plain = export(mm, "b").eval()
     assert isinstance(plain.fc, nn.Linear) and torch.equal(plain.bn.running_mean, stats_b[:8])
 
 

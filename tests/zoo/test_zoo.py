@@ -2,7 +2,7 @@
 
 MUiR: reparameterize -> forward, gradients reach the bank, two search generations, safetensors round trip into
 a fresh reparameterization, export with identical outputs, ties kept and loadable into the original.
-Template mixtures over the repeated blocks: train-mode gradients reach the bank, collapse per task is the
+Template mixtures over the repeated blocks: train-mode gradients reach the bank, export per task is the
 user's architecture with identical outputs. Components: split / save / load / recombine identical.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ from torch import nn
 from zoo_models import ZOO, Entry
 
 from tessera.compat import Interface, components, load_component, recombine, save_component, split_at
-from tessera.hyper import export, reparameterize
+from tessera import hyper, mixture
+from tessera.hyper import reparameterize
 from tessera.io import load_tensors, save_tensors
-from tessera.mixture import ModelMixture, collapse
+from tessera.mixture import ModelMixture
 
 
 def _entry(name: str) -> Entry:
@@ -75,7 +76,7 @@ def test_muir(name, tmp_path):
         fresh = _muir(e, _make(e, seed=1))
         fresh.load_state_dict(load_tensors(tmp_path / "muir.safetensors"))
         assert torch.equal(_out(e, fresh.eval()[0], x), ref)                             # safetensors round trip
-        plain = export(muir)[0].eval()
+        plain = hyper.export(muir)[0].eval()
         assert torch.equal(_out(e, plain, x), ref)                                       # export: identical
         assert not any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in plain.state_dict().values())
         for a, b in e.ties:
@@ -102,9 +103,9 @@ def test_mixture_over_repeated_blocks(name):
         outs = {t: e.output(mm(*x, task=t)) for t in ("a", "b")}
         assert not torch.equal(outs["a"], outs["b"])                                     # tasks differ
         for task, ref in outs.items():
-            plain = collapse(mm, task)
+            plain = mixture.export(mm, task)
             assert type(plain) is type(original)
-            assert torch.equal(_out(e, plain, x), ref)                                   # collapse: identical
+            assert torch.equal(_out(e, plain, x), ref)                                   # export: identical
             original.load_state_dict(plain.state_dict())
             assert torch.equal(_out(e, original.eval(), x), ref)
 

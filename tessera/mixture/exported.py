@@ -9,7 +9,7 @@ least ``snap`` to one-hot first (this changes the outputs slightly; off by defau
 >>> from tessera.mixture import MixtureNet
 >>> net = MixtureNet.from_isometric(10, num_templates=2, depth=4, channels=8, head_channels=(16, 16),
 ...                                 patch=4, signature="sequential").eval()
->>> plain = collapse(net)
+>>> plain = export(net)
 >>> x = torch.randn(2, 1, 16, 16)
 >>> torch.equal(plain(x), net(x)), plain.signature
 (True, [0, 0, 1, 1])
@@ -30,21 +30,21 @@ from .network import MixtureNet
 from .over import ModelMixture
 from .templates import restore_buffer
 
-__all__ = ["CollapsedNet", "collapse", "max_difference"]
+__all__ = ["ExportedNet", "export", "max_difference"]
 
 
-class CollapsedNet(nn.Module):
-    """Input adapter -> blocks -> output adapter -> dropout -> logits: the exported task."""
+class ExportedNet(nn.Module):
+    """Input adapter -> blocks -> output adapter -> dropout -> head: the exported task."""
 
     def __init__(self, input_adapter: nn.Module, blocks: list[nn.Module], output_adapter: nn.Module,
-                 dropout: nn.Module, logits: nn.Module, block_input: str = "none",
+                 dropout: nn.Module, head: nn.Module, block_input: str = "none",
                  signature: list[int | None] | None = None, channels_last: bool = False):
         super().__init__()
         self.input_adapter = input_adapter
         self.blocks = nn.ModuleList(blocks)
         self.output_adapter = output_adapter
         self.dropout = dropout
-        self.logits = logits
+        self.head = head
         self.block_input = block_input
         self.signature = signature or []   # template per layer, None where the layer is a true mixture
         self.channels_last = channels_last
@@ -56,7 +56,7 @@ class CollapsedNet(nn.Module):
         return self.output_adapter(self.forward_features(x, **block_kwargs))
 
     def forward(self, x: Tensor, **block_kwargs: Any) -> Tensor:
-        return self.logits(self.dropout(self.forward_embedding(x, **block_kwargs)))
+        return self.head(self.dropout(self.forward_embedding(x, **block_kwargs)))
 
 
 def _set(block: nn.Module, spec, value: Tensor | nn.Parameter, kind: str) -> None:
@@ -68,16 +68,18 @@ def _set(block: nn.Module, spec, value: Tensor | nn.Parameter, kind: str) -> Non
 
 
 @torch.no_grad()
-def collapse(model: MixtureNet | ModelMixture, task: str | None = None, *,
-             snap: float | None = None) -> CollapsedNet | nn.Module:
-    """Materialize ``task`` (default: the active one) of ``model`` into a :class:`CollapsedNet` (a
+def export(model: MixtureNet | ModelMixture, task: str | None = None, *,
+           snap: float | None = None) -> ExportedNet | nn.Module:
+    """Materialize ``task`` (default: the active one) of ``model`` into a :class:`ExportedNet` (a
     :class:`~tessera.mixture.over.ModelMixture`: into the user's own architecture)."""
     if isinstance(model, ModelMixture):
         if snap is not None:
-            raise ConfigError("snap is not supported for a ModelMixture; collapse it without snap")
-        return model.collapse(task)
+            raise ConfigError("snap is not supported for a ModelMixture; export it without snap")
+        return model.export(task)
     if not isinstance(model, MixtureNet):
-        raise ConfigError(f"collapse expects a MixtureNet or a ModelMixture, got {type(model).__name__}")
+        hint = "; MUiR models export with tessera.hyper.export" if type(model).__name__ == "MuirModels" else ""
+        raise ConfigError(f"tessera.mixture.export expects a MixtureNet or a ModelMixture, got "
+                          f"{type(model).__name__}{hint}")
     task = model._check_task(task) if task else model.task
     if snap is not None and not 0.0 < snap <= 1.0:
         raise ConfigError(f"snap must be in (0, 1], got {snap}")
@@ -121,18 +123,18 @@ def collapse(model: MixtureNet | ModelMixture, task: str | None = None, *,
     for path, attr, off, n in model.adapter_stats:                   # adapter statistics of this task
         m = adapters.get_submodule(path)
         restore_buffer(m, attr, stats[off:off + n].view(getattr(m, attr).shape).clone())
-    out = CollapsedNet(adapters["input_adapter"], blocks, adapters["output_adapter"],
+    out = ExportedNet(adapters["input_adapter"], blocks, adapters["output_adapter"],
                        copy.deepcopy(model.dropout), copy.deepcopy(model.heads[task]), model.block_input, sig,
                        model.channels_last)
     return out.train(model.training)
 
 
 @torch.no_grad()
-def max_difference(model: MixtureNet, collapsed: nn.Module, x: Tensor, task: str | None = None) -> float:
-    """Largest absolute output difference between a MixtureNet task and its collapsed export (eval mode)."""
-    was = model.training, collapsed.training
-    model.eval(), collapsed.eval()
+def max_difference(model: MixtureNet, exported: nn.Module, x: Tensor, task: str | None = None) -> float:
+    """Largest absolute output difference between a MixtureNet task and its exported export (eval mode)."""
+    was = model.training, exported.training
+    model.eval(), exported.eval()
     try:
-        return float((model(x, task=task) - collapsed(x)).abs().max())
+        return float((model(x, task=task) - exported(x)).abs().max())
     finally:
-        model.train(was[0]), collapsed.train(was[1])
+        model.train(was[0]), exported.train(was[1])
