@@ -25,14 +25,8 @@ from .safe_pickle import RestrictedUnpickler, safe_load, safe_load_file
 from .splits import split_indices
 from .text import TEXT_DATASETS, Vocab, load_text
 
-__all__ = [
-    "resolve_root", "DATASETS", "DatasetSpec", "FileSpec", "ArchiveSpec", "get_spec",
-    "verify_file", "file_md5", "download_url", "require", "Located",
-    "load_images", "IMAGE_DATASETS", "load_text", "Vocab", "TEXT_DATASETS",
-    "load_deepbind", "deepbind_tfs", "read_seq_gz", "one_hot_dna", "load_crispr", "dinucleotide_shuffle",
-    "load_office_surf", "OFFICE_DOMAINS", "load_muir_synthetic", "muir_validation_indices",
-    "RestrictedUnpickler", "safe_load", "safe_load_file",
-    "digit_domain", "load_digit_domain", "resize", "to_grayscale", "sklearn_digits", "sklearn_digit_domains",
-    "DIGIT_DOMAINS",
-    "DOMAIN_DEFAULTS", "check_datasets", "check_dataset", "format_check_table", "split_indices",
-]
+__all__ = ["resolve_root", "DATASETS", "require", "load_images", "load_text", "Vocab", "load_deepbind",
+           "load_crispr", "load_office_surf", "load_muir_synthetic", "load_digit_domain", "DIGIT_DOMAINS",
+           "sklearn_digit_domains", "check_datasets", "split_indices", "dinucleotide_shuffle", "safe_load"]
+"""The public surface; the other names imported above are for tessera's own packages (import them from
+their modules; they may change)."""

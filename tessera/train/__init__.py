@@ -16,7 +16,8 @@ from .optim import build_optimizer, lr_factor
 from .task import LOSSES, METRICS, Metric, Task, TensorData
 from .trainer import Trainer, mix_seed, seed_everything
 
-__all__ = ["Trainer", "Method", "Callback", "Optim", "Supervised", "mix_seed", "Task", "TensorData", "Metric", "METRICS", "LOSSES", "EMA", "TrainConfig", "OptimConfig",
-           "ScheduleConfig", "EmaConfig", "ModelConfig", "TaskConfig", "RunConfig", "load_run_config",
-           "build_optimizer", "lr_factor", "train_main", "eval_main", "build_run", "seed_everything",
+__all__ = ["Trainer", "Method", "Callback", "Optim", "Supervised", "Task", "TensorData", "METRICS", "LOSSES",
+           "TrainConfig", "RunConfig", "load_run_config", "train_main", "eval_main", "seed_everything",
            "Checkpoint", "save_checkpoint", "load_checkpoint"]
+"""The public surface; the other names imported above are for tessera's own packages (import them from
+their modules; they may change)."""
