@@ -127,3 +127,19 @@ def test_components_split_save_load_recombine(name, tmp_path):
     loaded = [load_component(tmp_path / k, rebuild) for k in ("extractor", "head")]
     assert isinstance(loaded[0].interface, Interface) and loaded[0].interface.feature_shape == ext.interface.feature_shape
     assert torch.equal(recombine(*loaded)(x), ref)
+
+
+def test_readme_table_is_the_zoo():
+    """The README's architecture x method table claims exactly what this registry tests."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): [c.strip() for c in m.group(2).split("|")]
+            for m in re.finditer(r"^\| `(\w+)`[^|]*\|(.*)\|$", text, flags=re.M)}
+    assert set(rows) == set(ZOO), f"README rows {sorted(set(rows) ^ set(ZOO))} differ from the zoo"
+    for name, e in ZOO.items():
+        muir, blocks, split = rows[name]
+        assert muir.startswith("yes") and (("tie kept" in muir) == bool(e.ties)), name
+        assert (blocks == f"`{e.blocks}`") if e.blocks else blocks == "-", name
+        assert split == f"`{e.split}`" if e.split else split.startswith("-"), name
