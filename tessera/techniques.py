@@ -97,6 +97,9 @@ register_technique(
         "muir-compress": (_X + "muir_compress:run",
                           "paper 003 Table 5 analog: LSTM LM on PTB, MUiR's LSTM parameter reduction vs a shrunk "
                           "LSTM"),
+        "muir-architectures": (_X + "muir_architectures:run",
+                               "bring-your-own-model check: LeNet (Fashion-MNIST), LSTM LM and transformer LM (PTB) "
+                               "share one hypermodule bank"),
     },
     benchmarks={"muir-overhead": (_B + "muir:run", "MUiR (lambda=1, all locations soft-merged) vs plain LeNet / "
                                                    "LSTM LM / DeepBind training steps")},

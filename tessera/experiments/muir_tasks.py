@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hyper.models import DeepBind, LeNet, LSTMLanguageModel
+from ..errors import ConfigError
+from ..hyper.models import DeepBind, LeNet, LSTMLanguageModel, TransformerLM
 from ..train import Task
 from ..train.bptt import CarriedState, TokenStream, stream_perplexity
 
-__all__ = ["VisionTask", "LanguageTask", "DnaTask", "load_tasks", "synthetic_tasks", "DNA_TF"]
+__all__ = ["VisionTask", "LanguageTask", "TransformerTask", "DnaTask", "load_tasks", "synthetic_tasks", "DNA_TF"]
 
 
 class _Pick:
@@ -112,6 +113,27 @@ class LanguageTask:
         return metrics["perplexity"]
 
 
+class TransformerTask(LanguageTask):
+    """A small causal transformer LM (:class:`~tessera.hyper.models.TransformerLM`: pre-norm
+    ``nn.TransformerEncoderLayer`` s, tied embedding / decoder, dropout 0.2) on the same token streams as
+    :class:`LanguageTask`; its state is the last ``memory`` tokens, so truncated BPTT and the streamed
+    evaluation run unchanged. Metric: test perplexity."""
+
+    short, name = "T", "transformer"
+
+    def __init__(self, train: Tensor, test: Tensor, vocab: int, *, heads: int = 4, memory: int = 32, **kw: Any):
+        super().__init__(train, test, vocab, **kw)
+        self.heads, self.memory = heads, memory
+
+    def model(self) -> nn.Module:
+        return TransformerLM(self.vocab, self.hidden, layers=self.layers, heads=self.heads, dropout=self.dropout,
+                             memory=self.memory, max_len=self.memory + self.bptt)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model": f"{self.layers}-layer causal transformer, d={self.hidden}, "
+                f"{self.heads} heads, memory {self.memory} tokens, tied, dropout {self.dropout:g}"}
+
+
 class DnaTask:
     """DeepBind on one ENCODE ChIP-seq TF (positives + dinucleotide-shuffled negatives); metric: test AUC."""
 
@@ -145,39 +167,49 @@ DNA_TF = "GATA3"
 
 def load_tasks(root: Path, *, train_fraction: float = 1.0, eval_images: int | None = None,
                eval_tokens: int | None = None, hidden: int = 128, channels: int = 32, embed: int | None = None,
-               seed: int = 0, vision: str = "fashion_mnist", tf: str = DNA_TF) -> list[Any]:
-    """The three real tasks (L, S, D) from the data root."""
+               seed: int = 0, vision: str = "fashion_mnist", tf: str = DNA_TF,
+               parts: Sequence[str] = ("L", "S", "D")) -> list[Any]:
+    """The real tasks from the data root, in the order of ``parts``: L, S, D (the three of Table 3) and
+    T (a transformer LM on S's token streams)."""
+    unknown = set(parts) - {"L", "S", "D", "T"}
+    if unknown or not parts:
+        raise ConfigError(f"load_tasks: parts must be a non-empty subset of L, S, D, T; got {list(parts)}")
+    out: dict[str, Any] = {}
     from ..data import dinucleotide_shuffle, load_deepbind, load_images, load_text
     from ..data.fetch import require
     from ..data.genomics import one_hot_dna, read_seq_gz
 
-    x, y = load_images(vision, "train", root)
-    xt, yt = load_images(vision, "test", root)
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))[: int(len(y) * train_fraction)]
-    x, y = x[keep], y[keep]
-    if eval_images is not None:
-        xt, yt = xt[:eval_images], yt[:eval_images]
-    vis = VisionTask(x, y, xt, yt, dataset=vision)
+    if "L" in parts:
+        x, y = load_images(vision, "train", root)
+        xt, yt = load_images(vision, "test", root)
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))[: int(len(y) * train_fraction)]
+        x, y = x[keep], y[keep]
+        if eval_images is not None:
+            xt, yt = xt[:eval_images], yt[:eval_images]
+        out["L"] = VisionTask(x, y, xt, yt, dataset=vision)
 
-    tr, vocab = load_text("ptb", "train", root)
-    te, _ = load_text("ptb", "test", root, vocab=vocab)
-    tr = tr[: int(len(tr) * train_fraction)]
-    if eval_tokens is not None:
-        te = te[:eval_tokens]
-    lang = LanguageTask(tr, te, len(vocab), hidden=hidden, embed=embed)
+    if "S" in parts or "T" in parts:
+        tr, vocab = load_text("ptb", "train", root)
+        te, _ = load_text("ptb", "test", root, vocab=vocab)
+        tr = tr[: int(len(tr) * train_fraction)]
+        if eval_tokens is not None:
+            te = te[:eval_tokens]
+        out["S"] = LanguageTask(tr, te, len(vocab), hidden=hidden, embed=embed)
+        out["T"] = TransformerTask(tr, te, len(vocab), hidden=hidden)
 
-    files = require("deepbind_encode", "train", root)
-    key = next(k for k in files if k.split("_", 1)[0] == tf)
-    seqs, _, _ = read_seq_gz(files[key])
-    seqs = seqs[: int(len(seqs) * train_fraction)]
-    rng = random.Random(1000 + seed)
-    neg = [dinucleotide_shuffle(s, rng) for s in seqs]
-    L = max(len(s) for s in seqs)
-    xd = one_hot_dna(seqs + neg, L)
-    yd = torch.cat([torch.ones(len(seqs)), torch.zeros(len(neg))])
-    xdt, ydt = load_deepbind(root, tf=tf, split="test", length=L)
-    dna = DnaTask(xd, yd, xdt, ydt, dataset=f"ENCODE ChIP-seq {tf} ({key}, test _B)", channels=channels)
-    return [vis, lang, dna]
+    if "D" in parts:
+        files = require("deepbind_encode", "train", root)
+        key = next(k for k in files if k.split("_", 1)[0] == tf)
+        seqs, _, _ = read_seq_gz(files[key])
+        seqs = seqs[: int(len(seqs) * train_fraction)]
+        rng = random.Random(1000 + seed)
+        neg = [dinucleotide_shuffle(s, rng) for s in seqs]
+        L = max(len(s) for s in seqs)
+        xd = one_hot_dna(seqs + neg, L)
+        yd = torch.cat([torch.ones(len(seqs)), torch.zeros(len(neg))])
+        xdt, ydt = load_deepbind(root, tf=tf, split="test", length=L)
+        out["D"] = DnaTask(xd, yd, xdt, ydt, dataset=f"ENCODE ChIP-seq {tf} ({key}, test _B)", channels=channels)
+    return [out[p] for p in parts]
 
 
 def synthetic_tasks(seed: int = 0, *, images: int = 512, vocab: int = 10_000, tokens: int = 20_000,
