@@ -40,3 +40,26 @@ def test_as_decorator_and_never_raises_the_count():
 
     assert limited() == 1
     assert torch.get_num_threads() == before
+
+
+def test_demo_sections_run_on_one_thread(tmp_path, monkeypatch):
+    """tessera demo's tiny models ran ~18x slower on two threads of a loaded CPU: sections get one."""
+    import sys
+    import types
+
+    import torch
+
+    from tessera.demo import run_demo
+
+    seen = []
+    mod = types.ModuleType("tessera_fake.demo")
+    mod.section = lambda out: seen.append(torch.get_num_threads()) or [{"threads": seen[-1]}]
+    monkeypatch.setitem(sys.modules, "tessera_fake", types.ModuleType("tessera_fake"))
+    monkeypatch.setitem(sys.modules, "tessera_fake.demo", mod)
+    torch.set_num_threads(2)   # the suite's fixture restores its own count afterwards
+    try:
+        run_demo(tmp_path, sections=[("fake", "tessera_fake.demo:section")])
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1] and after == 2
