@@ -36,6 +36,7 @@ from ..experiments import RunOptions
 from ..nn import create_model
 from ..nn.reference import load_from_tessera, plain_isometric
 from ..results import Report
+from ..threads import intra_op_threads
 from .timing import compare, engine_step, plain_step
 
 __all__ = ["run"]
@@ -73,6 +74,7 @@ def _plain_channels_last(model: nn.Sequential) -> nn.Sequential:
     return model
 
 
+@intra_op_threads(1)  # small ops: one thread is as fast, and far faster on a busy CPU
 def run(opts: RunOptions, *, depth: int = 16, batch: int = 128, _smoke: bool = False) -> dict[str, Any]:
     """Time training steps and inference of tessera's IsometricNet against plain PyTorch.
 

@@ -27,6 +27,7 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
+from ..threads import intra_op_threads
 from .mixture_alpha import ALPHAS, add_sweep_rows, choose_alphas, split_val, unit_key
 from .mixture_common import Model, add_organization_rows, digit_pair_kind, domain_tasks, mean, train_row
 from .units import Units
@@ -61,6 +62,7 @@ def sharing(weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     return {k: s[k]["same_template"] for k in ("same_augmentation", "same_dataset", "unrelated") if k in s}
 
 
+@intra_op_threads(1)  # small ops: one thread is as fast, and far faster on a busy CPU
 def run(opts: RunOptions, rows: Sequence[Model] = ROWS, alphas: Sequence[float] = ALPHAS,
         alpha: float | None = None) -> dict[str, Any]:
     """Run the experiment; ``alpha`` fixes the clustering strength (no sweep)."""

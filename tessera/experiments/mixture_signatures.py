@@ -20,6 +20,7 @@ import torch
 
 from ..results import Report, format_table
 from . import RunOptions
+from ..threads import intra_op_threads
 from .units import Units
 
 __all__ = ["run", "BUDGETS"]
@@ -50,6 +51,7 @@ def _model(k: int, depth: int, sig: str, seed: int, block_input: str = "none"):
                                      block_input=block_input, **kw)
 
 
+@intra_op_threads(1)  # small ops: one thread is as fast, and far faster on a busy CPU
 def run(opts: RunOptions) -> dict[str, Any]:
     from ..data import load_images
     from ..mixture import TaskSplit, mixture_clustering, train_tasks

@@ -28,6 +28,7 @@ import torch
 from ..results import Report, format_table
 from ..train import mix_seed
 from . import RunOptions
+from ..threads import intra_op_threads
 from .mixture_alpha import ALPHAS, add_sweep_rows, choose_alphas, split_val, unit_key
 from .mixture_common import Model, domain_tasks, train_row
 from .units import Units
@@ -55,6 +56,7 @@ same-label source only, with and without tuning the mixture weights."""
 RANDOM_K_L = Model("MW random K=L", "mixture_patches", 1, "random")
 
 
+@intra_op_threads(1)  # small ops: one thread is as fast, and far faster on a busy CPU
 def run(opts: RunOptions, target: str = "kmnist-blur", pretrain: Sequence[Model] = PRETRAIN,
         alphas: Sequence[float] = ALPHAS, alpha: float | None = None) -> dict[str, Any]:
     """Run the experiment; the first of ``pretrain`` gets every transfer init; ``alpha`` skips the sweep.
