@@ -126,8 +126,7 @@ class MuirModels(GroupedTasks):
 
     def end_generation(self) -> Tensor:
         """Select each location's incumbent by its summed beliefs; back to Eq. 5. Returns psi0 (L,)."""
-        scores = torch.cat([s.detach() for s in self.scores()])
-        psi0 = self.search.select(self._cand, scores)
+        psi0 = self.search.select(self._cand, self._scores_all())
         self.fix_alignment(psi0)
         return psi0
 

@@ -119,6 +119,21 @@ class GroupedTasks(nn.Module):
         return torch.arange(off, off + self._gens[i].num_locations)
 
     @torch.no_grad()
+    def _scores_all(self) -> Tensor:
+        """``(L, lambda+1)`` current scores of every location (grouped tasks: one copy per group)."""
+        out = torch.empty(self._cand.shape, dtype=self._gens[0].scores.dtype, device=self._cand.device)
+        done: set[int] = set()
+        for grp, members in zip(self.task_groups, self.group_members):
+            st = grp._stack("generator.scores")
+            if st is not None:
+                out[grp.alignment_source[1].to(out.device)] = st.detach().reshape(-1, out.shape[1])
+                done.update(members)
+        for i, g in enumerate(self._gens):
+            if i not in done:
+                out[self._loc_start[i]:self._loc_start[i] + g.num_locations] = g.scores.detach()
+        return out
+
+    @torch.no_grad()
     def _reset_scores(self, s0: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         """Scores <- ``s0 (L, J)`` (grouped: one copy per group) and their optimizer state dropped."""
         done: set[int] = set()
