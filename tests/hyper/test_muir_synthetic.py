@@ -96,3 +96,13 @@ def test_public_api_layout_oracle_and_universes():
         assert torch.equal(cand[oracle], psi[oracle][:, None].expand(-1, cand.shape[1]))    # no challengers
         muir.end_generation()
 
+
+def test_bench_many_tasks_rows(tmp_path):
+    from tessera.bench.muir_many import run
+    res = run(RunOptions(json=tmp_path / "b.json", budget="quick", seeds=1), _smoke=True)
+    assert res["name"] == "muir-many-tasks" and [r["setting"].split(":")[0] for r in res["rows"]] == ["synthetic",
+                                                                                                     "digits"]
+    for r in res["rows"]:
+        assert r["baseline_s"] > 0 and r["candidate_s"] > 0 and r["target_ratio"] == 1.3
+        assert r["ratio"] == pytest.approx(r["candidate_s"] / r["baseline_s"])
+    assert json.loads((tmp_path / "b.json").read_text())["rows"] == res["rows"]
