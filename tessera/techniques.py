@@ -102,7 +102,10 @@ register_technique(
                                "share one hypermodule bank"),
     },
     benchmarks={"muir-overhead": (_B + "muir:run", "MUiR (lambda=1, all locations soft-merged) vs plain LeNet / "
-                                                   "LSTM LM / DeepBind training steps")},
+                                                   "LSTM LM / DeepBind training steps"),
+                "muir-many-tasks": (_B + "muir_many:run", "one MUiR generation of many same-architecture tasks "
+                                                          "(Table 2's 30-task universes, 30 digit CNNs): public API "
+                                                          "(vectorized) vs a hand-written batched loop")},
     demo="tessera.hyper.demo:demo")
 
 register_technique(

@@ -18,9 +18,10 @@ from .search import AlignmentSearch
 from .sharing import register_sharing, share
 from .targets import TargetReport, find_targets
 from .training import MuirSearch, search_steps
+from .vectorize import TaskGroup, vectorize
 from .views import WeightView, register_view, unregister_view, views_of
 
 __all__ = ["reparameterize", "MuirModels", "export", "share", "register_sharing", "MuirSearch", "search_steps",
            "MuirConfig", "AlignmentSearch", "HypermoduleBank", "HyperGenerator", "decompose", "reassemble",
            "plan_weight", "find_targets", "TargetReport", "WeightView", "register_view", "unregister_view",
-           "views_of", "active_modules", "parameter_count", "sharing_by_subset"]
+           "views_of", "TaskGroup", "vectorize", "active_modules", "parameter_count", "sharing_by_subset"]

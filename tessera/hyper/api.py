@@ -32,6 +32,7 @@ from ..core import GeneratedModel, take_parameter
 from ..errors import ConfigError
 from . import accounting
 from .config import MuirConfig
+from .grouped import GroupedTasks, Vectorize
 from .hypermodules import HyperGenerator, HypermoduleBank, context_magnitude
 from .search import AlignmentSearch
 from .targets import TargetReport, check_models, find_targets
@@ -39,12 +40,15 @@ from .targets import TargetReport, check_models, find_targets
 __all__ = ["reparameterize", "MuirModels", "export"]
 
 
-class MuirModels(nn.Module):
+class MuirModels(GroupedTasks):
     """Several task models sharing one :class:`HypermoduleBank`; ``muir[t]`` is task t's nn.Module.
 
     ``forward(inputs)`` runs every task on its input (a tuple is unpacked) and returns the list of
     outputs, so the whole joint model can be wrapped in DDP. The alignment (Alg. 2) is driven by
     :meth:`begin_generation` / :meth:`end_generation` (or :class:`~tessera.hyper.MuirSearch` on the engine).
+
+    Many tasks: same-architecture tasks run as vectorized groups (``vectorize``, :mod:`.grouped`):
+    ``muir(inputs)`` batches each group, ``muir.task_groups[g](x (T, B, ...))`` takes stacked inputs.
 
     DDP: the search draws from its own seeded generator and decides from the scores only, so every
     rank takes the same decisions. With the alignment fixed (n_init / n_final phases) the scores get
@@ -55,13 +59,15 @@ class MuirModels(nn.Module):
     """What :func:`reparameterize` targeted, skipped and why (``print(muir.report)``)."""
 
     def __init__(self, tasks: Sequence[GeneratedModel], bank: HypermoduleBank, config: MuirConfig,
-                 search: AlignmentSearch, targets: Sequence[Sequence[str]]):
+                 search: AlignmentSearch, targets: Sequence[Sequence[str]], vectorize: Vectorize = "auto"):
         super().__init__()
         self.tasks = nn.ModuleList(tasks)
         self.bank = bank
         self.config = config
         self.search = search
         self.targets = [list(t) for t in targets]     # per model: "module.param" of each decomposed weight
+        self._link_alignment()
+        self.vectorize(vectorize)
 
     # -- container ------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> GeneratedModel:
@@ -72,11 +78,7 @@ class MuirModels(nn.Module):
 
     def forward(self, inputs: Sequence[Any]) -> list[Any]:
         """Outputs of every task: ``[task_t(*inputs[t])]`` (a non-tuple input is passed as one argument)."""
-        return [t(*x) if isinstance(x, tuple) else t(x) for t, x in zip(self.tasks, inputs)]
-
-    @property
-    def generators(self) -> list[HyperGenerator]:
-        return [t.generator for t in self.tasks]  # type: ignore[misc]
+        return self._run_groups(inputs)
 
     @property
     def num_locations(self) -> int:
@@ -92,21 +94,24 @@ class MuirModels(nn.Module):
 
     def alignment(self) -> Tensor:
         """``(L,)`` incumbent hypermodule of every location (psi0)."""
-        return torch.cat([g.psi0 for g in self.generators])
+        return self._psi.clone()
 
     def candidates(self) -> Tensor:
         """``(L, lambda+1)`` current soft-merge candidates."""
-        return torch.cat([g.cand for g in self.generators])
+        return self._cand.clone()
 
     def scores(self) -> list[nn.Parameter]:
         return [g.scores for g in self.generators]
 
     def param_groups(self, lr: float, **kwargs: Any) -> list[dict[str, Any]]:
-        """Optimizer groups: everything at ``lr``; the soft-merge scores at ``config.lr_scores`` (S.3)."""
-        score_ids = {id(s) for s in self.scores()}
-        rest = [p for p in self.parameters() if id(p) not in score_ids]
+        """Optimizer groups: everything at ``lr``; the soft-merge scores at ``config.lr_scores`` (S.3).
+
+        Vectorized tasks contribute their groups' stacked leaves (their own Parameters are frozen views)."""
+        scores = [s for s in self.scores() if s.requires_grad] + self._group_scores()
+        score_ids = {id(s) for s in scores}
+        rest = [p for p in self.parameters() if id(p) not in score_ids and p.requires_grad]
         return [{"params": rest, "lr": lr, **kwargs},
-                {"params": self.scores(), "lr": self.config.lr_scores, **{**kwargs, "weight_decay": 0.0}}]
+                {"params": scores, "lr": self.config.lr_scores, **{**kwargs, "weight_decay": 0.0}}]
 
     def _split(self, t: Tensor) -> list[Tensor]:
         return list(torch.split(t, [g.num_locations for g in self.generators]))
@@ -114,24 +119,20 @@ class MuirModels(nn.Module):
     # -- Alg. 2 ---------------------------------------------------------------------------------
     def begin_generation(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Reset scores (and their optimizer state), sample challengers, switch to the soft merge (Eq. 8)."""
-        cand = self.search.propose(self.alignment())
+        cand = self.search.propose(self._psi)
         s0 = self.search.initial_scores(self.config.alpha, dtype=self.bank.H.dtype).to(self.bank.H.device)
-        for g, c, s in zip(self.generators, self._split(cand), self._split(s0)):
-            g.set_alignment(c[:, 0], c, merging=True)
-            g.reset_scores(s, optimizer)
+        self._set_alignment(cand[:, 0], cand, merging=True)
+        self._reset_scores(s0, optimizer)
 
     def end_generation(self) -> Tensor:
         """Select each location's incumbent by its summed beliefs; back to Eq. 5. Returns psi0 (L,)."""
-        scores = torch.cat([s.detach() for s in self.scores()])
-        psi0 = self.search.select(self.candidates(), scores)
+        psi0 = self.search.select(self._cand, self._scores_all())
         self.fix_alignment(psi0)
         return psi0
 
     def fix_alignment(self, psi0: Tensor | None = None) -> None:
         """Use Eq. 5 with ``psi0`` (default: the current incumbents) from now on."""
-        psi0 = self.alignment() if psi0 is None else psi0
-        for g, p in zip(self.generators, self._split(psi0)):
-            g.set_alignment(p, None, merging=False)
+        self._set_alignment(self._psi.clone() if psi0 is None else psi0.to(self._psi.device), None, merging=False)
 
     def stats(self) -> dict[str, int]:
         """Generation, active hypermodules and parameter counts (plain / compact / original weights)."""
@@ -144,7 +145,9 @@ class MuirModels(nn.Module):
 
     @torch.no_grad()
     def compact(self) -> int:
-        """Fix the alignment and turn locations of hypermodules used < c times into plain blocks."""
+        """Fix the alignment and turn locations of hypermodules used < c times into plain blocks
+        (the tasks leave their vectorized groups)."""
+        self.vectorize(False)
         self.fix_alignment()
         mask = accounting.compact_mask(self.alignment(), self.num_modules, self.config.context)
         for g, m in zip(self.generators, self._split(mask)):
@@ -176,7 +179,8 @@ def _config(config: MuirConfig | None, overrides: dict[str, Any]) -> MuirConfig:
 def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int, int] | None = None,
                    context: int | None = None, target_modules: Any = None, exclude_modules: Any = None,
                    strict: bool = False, verbose: bool = True, config: MuirConfig | None = None,
-                   init: str = "he", groups: Sequence[int] | None = None, **overrides: Any) -> MuirModels:
+                   init: str = "he", groups: Sequence[int] | None = None, vectorize: Vectorize = "auto",
+                   **overrides: Any) -> MuirModels:
     """Generate the target weights of ``models`` (modified in place) from shared hypermodules.
 
     Args:
@@ -191,6 +195,9 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
         init: ``"he"`` (Eq. 7: H ~ N(0, 2/m), constant z with He variance of each layer) or ``"copy"``
             (location l's hypermodule fibre 0 = the current block, z_l = e_0: outputs unchanged).
         groups: per-model universe id; locations only share hypermodules within a universe.
+        vectorize: run same-architecture models as batched groups (:mod:`.grouped`): ``"auto"`` groups
+            those that can be (no BatchNorm-like buffers, adapters or tied generated weights), True
+            refuses models that cannot, False keeps one model per call.
 
     A Parameter reached from several modules (tied weights) is generated once; all its users see it.
     """
@@ -236,7 +243,7 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
         loc_groups = torch.cat([torch.full((c,), int(g)) for c, g in zip(counts, groups)])
     search = AlignmentSearch(offset, lam=cfg.lam, p=cfg.p, eps=cfg.eps, selection=cfg.selection,
                              groups=loc_groups, seed=cfg.seed)
-    muir = MuirModels(tasks, bank, cfg, search, [[t.name for t in f] for f in found])
+    muir = MuirModels(tasks, bank, cfg, search, [[t.name for t in f] for f in found], vectorize=vectorize)
     muir.report = report
     return muir
 
@@ -249,11 +256,15 @@ def export(muir: MuirModels) -> list[nn.Module]:
     Parameter in every module that shares it, so the export loads into the original (``load_state_dict``).
     """
     out = []
-    for task in muir.tasks:
+    grouped = {i: g.names for g, members in zip(muir.task_groups, muir.group_members) for i in members}
+    for i, task in enumerate(muir.tasks):
         gen: HyperGenerator = task.generator  # type: ignore[assignment]
         names = {id(m): n for n, m in task.model.named_modules(remove_duplicate=False)}
         values = gen.materialize()
         model = copy.deepcopy(task.model)
+        for n in grouped.get(i, []):                              # a vectorized task's own views are frozen
+            if n.startswith("model."):
+                model.get_parameter(n.removeprefix("model.")).requires_grad_(True)
         for slot, value in zip(gen.writer.slots, values):
             param = nn.Parameter(value, requires_grad=True)
             for module, attr in ((slot.module, slot.name), *slot.aliases):

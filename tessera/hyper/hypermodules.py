@@ -102,6 +102,9 @@ class HyperGenerator(WeightGenerator):
     location table, checked on load) and ``spec`` = (m, n, c, lambda).
     """
 
+    alignment_version = 0
+    """Bumped whenever any generator's alignment changes (caches of bank rows compare against it)."""
+
     def __init__(self, bank: HypermoduleBank, slots: Sequence[tuple[nn.Module, str, WeightPlan]],
                  layout: Tensor, module_offset: int, lam: int, z_values: Tensor,
                  aliases: Sequence[Sequence[tuple[nn.Module, str]]] | None = None):
@@ -128,7 +131,7 @@ class HyperGenerator(WeightGenerator):
         self.register_parameter("plain", None)            # compacted blocks (see compact)
         self.register_parameter("adapter", None)          # parallel adapters (see add_adapter)
         self.register_buffer("_diag", torch.arange(min(m, n), device=H.device) * (n + 1), persistent=False)
-        self.is_merging = False                           # python mirror of the `merging` buffer
+        self._rows_version = -1
         self.register_buffer("plain_loc", None)
         self.register_buffer("gen_loc", None)
         writer_slots, off = [], 0
@@ -147,7 +150,23 @@ class HyperGenerator(WeightGenerator):
     def num_locations(self) -> int:
         return self.psi0.shape[0]
 
+    @property
+    def is_merging(self) -> bool:
+        """Eq. 8 (soft merge) on? (the ``merging`` buffer)"""
+        return bool(self.merging)
+
     def _refresh_rows(self) -> None:
+        """Mark the alignment changed; the bank rows are rebuilt lazily (:meth:`rows`)."""
+        HyperGenerator.alignment_version += 1
+
+    def rows(self) -> tuple[Tensor, Tensor]:
+        """Bank rows ``(L, (lambda+1)*c)`` of the candidates and ``(L, c)`` of the incumbents."""
+        if self._rows_version != HyperGenerator.alignment_version:
+            self._build_rows()
+            self._rows_version = HyperGenerator.alignment_version
+        return self._rows, self._rows0
+
+    def _build_rows(self) -> None:
         c = self.bank.H.shape[1]                                                     # fibres: max(c, 1)
         j = torch.arange(c, device=self.cand.device)
         self._rows = (self.cand[:, :, None] * c + j).reshape(self.cand.shape[0], -1)  # (L, (lam+1)*c)
@@ -160,7 +179,6 @@ class HyperGenerator(WeightGenerator):
         self.cand.copy_(psi0[:, None].expand_as(self.cand) if cand is None else cand)
         if merging is not None:
             self.merging.fill_(merging)
-            self.is_merging = bool(merging)
         self._refresh_rows()
 
     @torch.no_grad()
@@ -188,13 +206,14 @@ class HyperGenerator(WeightGenerator):
 
     def _blocks(self) -> Tensor:
         rows = self.bank.rows()
+        idx, idx0 = self.rows()
         if self.is_merging:
             w = softmax_rows(self.scores)                                           # (L, lam+1)
             coeff = (w[:, :, None] * self.z[:, None, :]).reshape(w.shape[0], -1)    # (L, (lam+1)*c)
-            return mix(rows, coeff, self._rows)                                     # (L, m*n)
+            return mix(rows, coeff, idx)                                            # (L, m*n)
         if self.plain is None:
-            return mix(rows, self.z, self._rows0)                                   # Eq. 5: (L, c) -> (L, m*n)
-        g = mix(rows, self.z[self.gen_loc], self._rows0[self.gen_loc])              # (L_g, m*n)
+            return mix(rows, self.z, idx0)                                          # Eq. 5: (L, c) -> (L, m*n)
+        g = mix(rows, self.z[self.gen_loc], idx0[self.gen_loc])                     # (L_g, m*n)
         out = self.plain.new_zeros(self.num_locations, rows.shape[1])
         return out.index_copy(0, self.gen_loc, g).index_copy(0, self.plain_loc, self.plain)
 
@@ -255,5 +274,4 @@ class HyperGenerator(WeightGenerator):
             self.gen_loc = torch.empty_like(state_dict[prefix + "gen_loc"], device=self.z.device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        self.is_merging = bool(self.merging)
         self._refresh_rows()

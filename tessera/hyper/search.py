@@ -85,6 +85,18 @@ class AlignmentSearch:
         self._mod_order = torch.sort(self.module_groups, stable=True).indices      # hypermodules sorted by group
         self._mod_count = torch.bincount(self.module_groups, minlength=self.G)    # (G,)
         self._mod_start = torch.cumsum(self._mod_count, 0) - self._mod_count       # (G,)
+        self.frozen: Tensor | None = None      # (L,) bool: locations that never get challengers
+        self.random_pick: Tensor | None = None  # (L,) bool: locations that select a random candidate
+
+    def set_location_modes(self, frozen: Tensor | None = None, random_pick: Tensor | None = None) -> None:
+        """Per-location overrides, e.g. when several ablations run side by side as universes:
+        ``frozen (L,)`` locations keep their incumbent (an oracle alignment: no challengers) and
+        ``random_pick (L,)`` ones select a uniformly random candidate (``selection="random"`` there)."""
+        for name, m in (("frozen", frozen), ("random_pick", random_pick)):
+            if m is not None and tuple(m.shape) != (self.L,):
+                raise ShapeError(f"{name} must have shape ({self.L},), got {tuple(m.shape)}")
+        self.frozen = None if frozen is None else frozen.bool().cpu()
+        self.random_pick = None if random_pick is None else random_pick.bool().cpu()
 
     # -- state ---------------------------------------------------------------------------------
     def init_alignment(self) -> Tensor:
@@ -154,6 +166,8 @@ class AlignmentSearch:
         if self.lam > 0:
             chosen = torch.nonzero(self.sample_locations()).squeeze(1)             # (N,)
             cand[chosen, 1:] = self.sample_modules(psi0, self.groups[chosen], self.lam)
+            if self.frozen is not None:
+                cand[self.frozen] = psi0[self.frozen, None]
         return cand.to(device)
 
     # -- selection -----------------------------------------------------------------------------
@@ -171,6 +185,9 @@ class AlignmentSearch:
             pick = torch.randint(cand.shape[1], (cand.shape[0],), generator=self.rng).to(cand.device)
         else:
             pick = self.beliefs(cand, scores).argmax(dim=1)
+            if self.random_pick is not None:
+                rand = torch.randint(cand.shape[1], (cand.shape[0],), generator=self.rng).to(cand.device)
+                pick = torch.where(self.random_pick.to(cand.device), rand, pick)
         self.generation += 1
         return cand.gather(1, pick[:, None]).squeeze(1)
 

@@ -69,7 +69,9 @@ def hierarchical_alignment(muir: MuirModels) -> Tensor:
 
 
 def add_adapters(muir: MuirModels) -> MuirModels:
-    """Add a learned per-location diagonal to every generated block (parallel adapters); returns ``muir``."""
+    """Add a learned per-location diagonal to every generated block (parallel adapters); returns ``muir``
+    (its tasks leave their vectorized groups)."""
+    muir.vectorize(False)
     for g in muir.generators:
         g.add_adapter()
     return muir

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..errors import ConfigError
+from ..train.best import BestRows
 from ..train.method import Callback
 from .config import MuirConfig
 
@@ -70,6 +71,9 @@ class MuirSearch(Callback):
         muir: the :class:`~tessera.hyper.MuirModels` being trained (its ``config`` gives the schedule).
         validate: optional ``fn() -> float`` (lower is better) evaluated after every generation; the
             best state is restored after the search (Alg. 2 line 18). None: keep the last state.
+            ``fn() -> (U,) tensor``: one value per search universe (``reparameterize(groups=)``, U > 1):
+            each universe keeps and gets back ITS best parameters, optimizer moments and alignment
+            (:class:`~tessera.train.best.BestRows`), as U independent runs would.
         optimizer: the engine optimizer holding the soft-merge scores (their state is reset each
             generation, S.4).
         on_generation: optional ``fn(row)`` called with each generation's statistics.
@@ -86,6 +90,8 @@ class MuirSearch(Callback):
         self.search_end = self.n_init + self.generations * self.n_iter
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.rows_best: BestRows | None = None
+        self._rows_state: dict[str, Any] | None = None
 
     def _opt(self, trainer: "Trainer") -> torch.optim.Optimizer:
         if self.optimizer not in trainer.optimizers:
@@ -110,8 +116,12 @@ class MuirSearch(Callback):
             return
         self.muir.end_generation()
         row: dict[str, Any] = {**self.muir.stats(), "step": step}
-        if self.validate is not None:
-            row["val"] = v = float(self.validate())
+        val = self.validate() if self.validate is not None else None
+        if torch.is_tensor(val) and val.numel() > 1:
+            self._universes(trainer).update(val)
+            row["val"] = val.detach().cpu().tolist()
+        elif val is not None:
+            row["val"] = v = float(val)
             if self.best is None or v < self.best["val"]:
                 self.best = {"val": v, "model": copy.deepcopy(self.muir.state_dict()),
                              "optim": copy.deepcopy(self._opt(trainer).state_dict()),
@@ -122,7 +132,19 @@ class MuirSearch(Callback):
         if step == self.search_end:
             self._restore_best(trainer)
 
+    def _universes(self, trainer: "Trainer") -> BestRows:
+        if self.rows_best is None:
+            opt, where = self._opt(trainer), self.muir.universe_rows()
+            params = [p for g in opt.param_groups for p in g["params"] if id(p) in where]
+            self.rows_best = BestRows(params + [self.muir._psi], [where[id(p)] for p in params]
+                                      + [self.muir.search.groups], opt)
+            if self._rows_state is not None:
+                self.rows_best.load_state_dict(self._rows_state)
+        return self.rows_best
+
     def _restore_best(self, trainer: "Trainer") -> None:
+        if self.rows_best is not None:
+            self.rows_best.restore()                     # psi0 included; fix_alignment below resets cand
         if self.best is not None:
             self.muir.load_state_dict(self.best["model"])
             self._opt(trainer).load_state_dict(self.best["optim"])
@@ -134,7 +156,8 @@ class MuirSearch(Callback):
         best = None
         if self.best is not None:
             best = {**self.best, "optim": _opt_state_to_json_safe(self.best["optim"])}
-        return {"search": self.muir.search.state_dict(), "history": self.history, "best": best}
+        rows = self.rows_best.state_dict() if self.rows_best is not None else self._rows_state
+        return {"search": self.muir.search.state_dict(), "history": self.history, "best": best, "rows_best": rows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.muir.search.load_state_dict(state["search"])
@@ -143,3 +166,4 @@ class MuirSearch(Callback):
         if best is not None:
             best = {**best, "optim": _opt_state_from_saved(best["optim"])}
         self.best = best
+        self._rows_state, self.rows_best = state.get("rows_best"), None

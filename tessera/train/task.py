@@ -55,7 +55,8 @@ class TensorData:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, idx: Tensor) -> tuple[Any, Tensor | None]:
+    def __getitem__(self, idx: Tensor | slice) -> tuple[Any, Tensor | None]:
+        """Samples ``idx`` of x and y (a slice gives views: the engine's sequential batches)."""
         y = self.y[idx] if self.y is not None else None
         if isinstance(self.x, (tuple, list)):
             return type(self.x)(xi[idx] for xi in self.x), y

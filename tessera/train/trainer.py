@@ -50,7 +50,7 @@ from .runlog import RunLog
 from .method import Callback, Method, Optim, Supervised, updates_of
 from .optim import build_optimizer, lr_factor, param_groups_for, set_lr
 from .state import TrainerState
-from .task import Task
+from .task import Task, TensorData
 
 __all__ = ["Trainer", "seed_everything", "mix_seed"]
 
@@ -265,7 +265,12 @@ class Trainer:
         shard, on the device, with the task's ``transform`` applied (``y`` is None when unlabelled)."""
         ti = self.task_index(task)
         t = self.tasks[ti]
-        x, y = t.train_data[self.batch_indices(ti, self.step if k is None else k)]
+        idx = self.batch_indices(ti, self.step if k is None else k)
+        if t.order == "sequential" and isinstance(t.train_data, TensorData) and len(idx):
+            lo = int(idx[0])
+            x, y = t.train_data[slice(lo, lo + len(idx))]  # type: ignore[index]  # a range: views, no gather
+        else:
+            x, y = t.train_data[idx]
         x, y = to_device(x, self.device), to_device(y, self.device)
         if t.transform is not None:
             x = t.transform(x)
@@ -319,7 +324,8 @@ class Trainer:
         """One global step: the method's updates in order, then EMA. Returns the recorded scalars."""
         for o in self.opts.values():
             set_lr(o.opt, lr_factor(o.schedule, step, self.total_steps or 1))
-        self.net.train()
+        if not self.net.training:                      # a recursive train() costs ~1 us per module
+            self.net.train()
         self._records = {}
         for name, loss in updates_of(self.method.training_step(self, step)):
             self._update(name, loss, step)

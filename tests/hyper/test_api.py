@@ -171,7 +171,8 @@ def test_identity_init_keeps_a_pretrained_model():
 def _search_setup(seed=0):
     torch.manual_seed(seed)
     nets = [nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)) for _ in range(3)]
-    muir = reparameterize(nets, block=(4, 4), context=1, lam=2, n_init=2, n_iter=3, n_generations=4, n_final=2)
+    muir = reparameterize(nets, block=(4, 4), context=1, lam=2, n_init=2, n_iter=3, n_generations=4, n_final=2,
+                          vectorize=False)   # bit-for-bit: both sides run each task on its own
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
     return muir, x, y

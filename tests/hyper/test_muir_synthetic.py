@@ -1,4 +1,5 @@
-"""The batched synthetic program: analytic gradients == autograd; the quick budget runs end to end."""
+"""The synthetic benchmark: the hand-written timing reference's analytic gradients == autograd; the
+public-API experiment (one vectorized group, the engine) lays out universes right and runs end to end."""
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from tessera.experiments import EXPERIMENTS, RunOptions
-from tessera.experiments.muir_synthetic import TRUTH, SyntheticProgram
+from tessera.bench.muir_reference import TRUTH, SyntheticProgram
 from tessera.hyper import MuirConfig
 
 
@@ -67,3 +68,41 @@ def test_quick_budget_end_to_end(muir_data_root, tmp_path):
     assert all(np.isfinite(r["mean"]) for k, r in rows.items() if k[2] == "rmse")
     assert json.loads((tmp_path / "r.json").read_text())["name"] == "muir-synthetic"
     assert (tmp_path / "muir-synthetic" / "alignment.png").is_file()
+
+
+def test_public_api_layout_oracle_and_universes():
+    """The experiment's own path: 30*U reparameterized models in ONE vectorized group, universes apart."""
+    from tessera.experiments.muir_synthetic import build
+    run = build(_fake_data(), 2, MuirConfig.synthetic(), [1, 3, 8, 6, 14])
+    muir = run.muir
+    assert run.U == 12 and len(muir) == 360 and muir.group_members == [list(range(360))]
+    assert run.data["train"][0].shape == (360, 10, 20) and run.stl_data["test"][0].shape == (120, 50, 20)
+    setting, seed, method = run.universe(torch.arange(run.U))
+    psi = muir.alignment()
+    for u in range(run.U):
+        locs = run.loc_of(u)
+        if method[u] == 1:                                               # Oracle: the true groups, frozen
+            assert torch.equal(psi[locs], u * 30 + TRUTH * 10)
+        else:
+            assert torch.equal(psi[locs], locs)                          # pessimistic init
+        X = torch.as_tensor(_fake_data()[("clean", "noisy")[setting[u]]]["test_X"])     # its setting's 30 tasks
+        assert torch.allclose(run.data["test"][0][locs].double(), X)
+    locs_u = torch.arange(360) // 30                                     # universe of every location
+    for _ in range(3):
+        muir.begin_generation()
+        cand = muir.candidates()
+        assert torch.equal(locs_u[cand], locs_u[:, None].expand_as(cand))                     # universes apart
+        oracle = method[locs_u] == 1
+        assert torch.equal(cand[oracle], psi[oracle][:, None].expand(-1, cand.shape[1]))    # no challengers
+        muir.end_generation()
+
+
+def test_bench_many_tasks_rows(tmp_path):
+    from tessera.bench.muir_many import run
+    res = run(RunOptions(json=tmp_path / "b.json", budget="quick", seeds=1), _smoke=True)
+    assert res["name"] == "muir-many-tasks" and [r["setting"].split(":")[0] for r in res["rows"]] == ["synthetic",
+                                                                                                     "digits"]
+    for r in res["rows"]:
+        assert r["baseline_s"] > 0 and r["candidate_s"] > 0 and r["target_ratio"] == 1.3
+        assert r["ratio"] == pytest.approx(r["candidate_s"] / r["baseline_s"])
+    assert json.loads((tmp_path / "b.json").read_text())["rows"] == res["rows"]
