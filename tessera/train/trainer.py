@@ -50,7 +50,7 @@ from .runlog import RunLog
 from .method import Callback, Method, Optim, Supervised, updates_of
 from .optim import build_optimizer, lr_factor, param_groups_for, set_lr
 from .state import TrainerState
-from .task import Task, TensorData
+from .task import Task
 
 __all__ = ["Trainer", "seed_everything", "mix_seed"]
 
@@ -265,12 +265,9 @@ class Trainer:
         shard, on the device, with the task's ``transform`` applied (``y`` is None when unlabelled)."""
         ti = self.task_index(task)
         t = self.tasks[ti]
-        idx = self.batch_indices(ti, self.step if k is None else k)
-        if t.order == "sequential" and isinstance(t.train_data, TensorData) and len(idx):
-            lo = int(idx[0])
-            x, y = t.train_data[slice(lo, lo + len(idx))]  # type: ignore[index]  # a range: views, no gather
-        else:
-            x, y = t.train_data[idx]
+        # a gather, never views of the dataset: a transform or a model that writes into its input in place
+        # (nn.ReLU(inplace=True) as the first layer) must not change the training data
+        x, y = t.train_data[self.batch_indices(ti, self.step if k is None else k)]
         x, y = to_device(x, self.device), to_device(y, self.device)
         if t.transform is not None:
             x = t.transform(x)
