@@ -1,7 +1,11 @@
 """The adversarial and moment-matching losses: values by hand, and they fall when trained (tiny domains)."""
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
+import torch.nn.functional as F
 from adapt_helpers import tiny_comp, tiny_iso
 
 from tessera.adapt import ADDA, adapt_m3sda
@@ -47,29 +51,52 @@ def test_discriminator_loss_decreases(domains):
     assert _mean(losses[-5:]) < 0.7 * _mean(losses[:5])
 
 
-def test_adda_target_update_lowers_the_inverted_label_loss_against_a_fixed_discriminator(domains):
+def test_adversarial_losses_by_hand():
+    """BCE of a logit z: -log sigmoid(z) against label 1, -log(1 - sigmoid(z)) = -log sigmoid(-z) against 0."""
+    ls, lt = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 3.0, 0.5])
+    ce = lambda z: math.log1p(math.exp(-z))                              # -log sigmoid(z)  # noqa: E731
+    by_hand_d = 0.5 * ((ce(0.0) + ce(2.0)) / 2 + (ce(1.0) + ce(-3.0) + ce(-0.5)) / 3)
+    assert float(discriminator_loss(ls, lt)) == pytest.approx(by_hand_d, rel=1e-6)
+    # the target's loss uses INVERTED labels: target features labelled "source" (1)
+    assert float(adversarial_target_loss(lt)) == pytest.approx((ce(-1.0) + ce(3.0) + ce(0.5)) / 3, rel=1e-6)
+    assert float(adversarial_target_loss(torch.tensor([10.0]))) < 1e-4   # fooled discriminator: ~0 loss
+
+
+def test_adda_target_update_fools_a_fixed_discriminator(domains):
+    """Measured without the loss under test: after ADDA's target steps against a frozen discriminator,
+    its "source" logit rises on (almost) every target image (only the 3 x 2 mixture logits move)."""
     sources, target = domains
     model = tiny_comp()
     model.add_target("t", from_domain="a")
     fs = torch.cat([f for f, _ in feature_pool(model, sources, 48, embed=False)])
-    with torch.no_grad():
-        model.eval()
-        ft = model.features(target.x, "t")
+
+    def target_logits():
+        with torch.no_grad():
+            model.eval()
+            return disc(model.features(target.x, "t"))
     torch.manual_seed(0)
     disc = Discriminator.for_features(fs.shape[1:], hidden=16)
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-2)
     for _ in range(30):                                   # a discriminator that separates the domains
-        loss = discriminator_loss(disc(fs), disc(ft))
+        with torch.no_grad():
+            model.eval()
+            f_t = model.features(target.x, "t")
+        loss = 0.5 * (-F.logsigmoid(disc(fs)).mean() - F.logsigmoid(-disc(f_t)).mean())
         opt_d.zero_grad()
         loss.backward()
         opt_d.step()
+    frozen = [p.clone() for p in disc.parameters()]
+    before = target_logits()
+    assert float((before > 0).float().mean()) < 0.5       # it does call the target "target" at first
     method = ADDA(model, "t", fs, disc, lr=0.1, disc_lr=1e-12, disc_final_lr=None)   # it no longer moves
     cfg = TrainConfig(steps=25, batch_size=48, device="cpu", log_every=0, checkpoint_every=0, progress="off",
                       ema={"enabled": False})
     Trainer(model, [Task("t", train=target.x)], cfg, method=method).fit()
-    hist = method.history
-    assert all(set(h) == {"disc_loss", "target_loss", "disc_acc"} for h in hist)
-    assert hist[-1]["target_loss"] < 0.95 * hist[0]["target_loss"]
+    assert all(torch.allclose(p, q, rtol=0, atol=1e-9) for p, q in zip(disc.parameters(), frozen))
+    after = target_logits()
+    assert all(set(h) == {"disc_loss", "target_loss", "disc_acc"} for h in method.history)
+    assert float(after.mean()) > float(before.mean()) + 0.2
+    assert float((after > before).float().mean()) > 0.9             # almost every target image looks more "source"
 
 
 def test_m3sda_moment_distance_decreases(domains):

@@ -14,7 +14,7 @@ from torch import nn
 from adapt_helpers import make_domain, tiny_comp
 from tessera.adapt import ADDA, MomentMatching, adapt_adda, adapt_m3sda
 from tessera.adapt import adversarial, moments
-from tessera.adapt.adversarial import Discriminator, adversarial_target_loss, discriminator_loss
+from tessera.adapt.adversarial import Discriminator
 from tessera.adapt.moments import classifier_discrepancy, moment_distance
 from tessera.adapt.training import feature_pool
 from tessera.train import Task, Trainer, TrainConfig
@@ -72,11 +72,11 @@ def test_adda_equals_a_hand_written_reference():
         fs = pool[torch.randint(len(pool), (B,), generator=g)]
         ft = ref_model.features(xt, "t")
         ls, lt = ref_disc(fs), ref_disc(ft.detach())
-        d_loss = discriminator_loss(ls, lt)
+        d_loss = 0.5 * (-F.logsigmoid(ls).mean() - F.logsigmoid(-lt).mean())     # BCE: source 1, target 0
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
-        g_loss = adversarial_target_loss(ref_disc(ft))
+        g_loss = -F.logsigmoid(ref_disc(ft)).mean()                             # BCE against "source" (1)
         opt_t.zero_grad()
         g_loss.backward()
         opt_t.step()
