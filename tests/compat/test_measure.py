@@ -7,7 +7,7 @@ import torch
 
 from tessera.compat import TestSet, cross_correlation, evaluate, recombination_accuracy, recombination_matrix, split_at
 from tessera.compat.bn import EVAL_BN_MODES, batch_stats
-from tessera.compat.measure import features, own_accuracy
+from tessera.compat.measure import features, own_accuracy, predict
 from tessera.compat.models import build
 from tessera.compat.plots import heatmap
 from tessera.errors import ConfigError, ShapeError
@@ -81,10 +81,15 @@ def test_evaluate_maps_labels_into_the_head_by_class_name():
     assert evaluate(ext, head, x, y, restrict_logits=False, **kw) == 0.25                 # row 0 picks z
     assert evaluate(ext, head, x, y, bn="train") == pytest.approx(0.6)                               # no names: by index
     assert evaluate(ext, head, x, y, balanced=True, **kw) == 0.5                          # b 1/2, c 1/2
+    kw3 = dict(data_classes=["a", "b", "c"], head_classes=["c", "b", "z"], bn="train", balanced=True)
+    assert evaluate(ext, head, x[:4], y[:4], **kw3) == pytest.approx(0.75)                # b 1/2, c 1/1
     with pytest.raises(ConfigError, match="share none"):
         evaluate(ext, head, x, y, data_classes=["a", "b", "c"], head_classes=["x", "y", "w"])
-    with pytest.raises(ConfigError, match="both"):
+    with pytest.raises(ConfigError, match="^evaluate: pass both data_classes and head_classes, or neither$"):
         evaluate(ext, head, x, y, data_classes=["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"\['a', 'b', 'c', 'd', 'e'\]\.\.\. and the head's classes "
+                                          r"\['u', 'v', 'w', 'x', 'y'\]\.\.\. share none"):
+        evaluate(ext, head, x, y, data_classes=list("abcdef"), head_classes=list("uvwxyz"))
 
 
 def _reference_matrix(extractors, heads, tests, head_classes):
@@ -131,14 +136,86 @@ def test_recombination_matrix_maps_classes_by_name_and_the_metric_excludes_the_d
     np.testing.assert_allclose(mh, ref_h, rtol=0, atol=1e-6)   # float32 means of counts
 
 
+def _bn_parts(seed=0):
+    torch.manual_seed(seed)
+    ext = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3), torch.nn.Flatten())
+    ext[1].running_mean.fill_(2.0)                                    # far from the test data's statistics
+    return ext, torch.nn.Linear(12, 3)
+
+
+def test_defaults_are_batch_statistics_over_batches_of_500_in_seed_0_order():
+    """More than 500 images: the default batches (500, shuffled with seed 0) decide the batch statistics."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(700, 1, 2, 2, generator=g) * torch.linspace(0.2, 3, 700)[:, None, None, None], \
+        torch.randint(0, 3, (700,), generator=g)
+    ext, head = _bn_parts()
+    explicit = dict(bn="batch", batch_size=500, seed=0)
+    default_logits = predict(ext, head, x)
+    torch.testing.assert_close(default_logits, predict(ext, head, x, **explicit), rtol=0, atol=0)
+    for other in (dict(bn="batch", batch_size=501, seed=0), dict(bn="batch", batch_size=500, seed=1),
+                  dict(bn="train", batch_size=500, seed=0)):
+        assert not torch.allclose(default_logits, predict(ext, head, x, **other))
+    torch.testing.assert_close(features(ext, x), features(ext, x, **explicit), rtol=0, atol=0)
+    assert evaluate(ext, head, x, y) == evaluate(ext, head, x, y, **explicit)
+    t = TestSet(x, y, ["a", "b", "c"])
+    m = recombination_matrix([ext], [head], [t])
+    assert m[0, 0] == evaluate(ext, head, x, y, **explicit)
+    for other in (dict(bn="batch", batch_size=64, seed=0), dict(bn="batch", batch_size=500, seed=3),
+                  dict(bn="train")):
+        assert recombination_matrix([ext], [head], [t], **other)[0, 0] == evaluate(ext, head, x, y, **other)
+
+
+def test_recombination_matrix_arguments():
+    g = torch.Generator().manual_seed(1)
+    exts = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)) for _ in range(3)]
+    heads = [torch.nn.Linear(3, 3) for _ in range(2)]
+    tests = [TestSet(torch.randn(20, 1, 2, 2, generator=g), torch.arange(20) % 3, c)
+             for c in (["a", "b", "c"], ["c", "a", "b"])]
+    # head_classes given: they, not the tests' classes, name each head's outputs
+    hc = [["b", "c", "a"], ["a", "c", "x"]]
+    m = recombination_matrix(exts[:2], heads, tests, head_classes=hc, bn="train")
+    np.testing.assert_allclose(m, _reference_matrix(exts[:2], heads, tests, hc), rtol=0, atol=1e-6)
+    # data="head": 3 extractors may meet 2 heads (each on its own test set)
+    assert recombination_matrix(exts, heads, tests, data="head", bn="train").shape == (3, 2)
+    with pytest.raises(ShapeError, match="^3 extractors but 2 test sets; pass one test set per extractor$"):
+        recombination_matrix(exts, heads, tests)
+    with pytest.raises(ShapeError, match="^pass head_classes \\(one list per head\\) or one test set per head$"):
+        recombination_matrix(exts[:2], heads, tests, head_classes=hc[:1])
+    with pytest.raises(ConfigError, match="^recombination_matrix data='both'; choose 'extractor' or 'head'$"):
+        recombination_matrix(exts[:2], heads, tests, data="both")
+
+
 def test_recombination_accuracy_by_hand():
     m = np.array([[0.9, 0.2, 0.4], [0.6, 1.0, 0.8], [0.0, 0.5, 0.7]])
     assert recombination_accuracy(m) == pytest.approx(2.5 / 6)           # off-diagonal only
     assert own_accuracy(m) == pytest.approx(2.6 / 3)
-    with pytest.raises(ShapeError):
-        recombination_accuracy(np.ones((1, 1)))
-    with pytest.raises(ShapeError):
-        recombination_accuracy(np.ones((2, 3)))
+    assert recombination_accuracy([[1, 0], [1, 1]]) == 0.5 and own_accuracy([[1, 0], [1, 1]]) == 1.0   # 2 tasks
+    for bad in (np.ones((1, 1)), np.ones((2, 3))):
+        with pytest.raises(ShapeError, match=r"^recombination accuracy needs a square matrix of at least 2 tasks, got \("):
+            recombination_accuracy(bad)
+
+
+def test_cross_correlation_against_numpy_corrcoef():
+    """Per-channel Pearson correlation (np.corrcoef over images and positions) on features with very
+    different per-channel offsets and scales; sorted descending."""
+    g = torch.Generator().manual_seed(0)
+    fa = torch.randn(50, 4, 3, 3, generator=g) * torch.tensor([1.0, 5.0, 0.1, 2.0])[:, None, None] \
+        + torch.tensor([10.0, -3.0, 7.0, 0.5])[:, None, None]
+    fb = 0.3 * fa + torch.randn(50, 4, 3, 3, generator=g) * torch.tensor([0.1, 4.0, 0.5, 1.0])[:, None, None] + 4.0
+    ref = [np.corrcoef(fa[:, c].reshape(-1).numpy(), fb[:, c].reshape(-1).numpy())[0, 1] for c in range(4)]
+    out = cross_correlation(fa, fb)
+    assert out["mean"] == pytest.approx(np.mean(ref), rel=1e-6)
+    np.testing.assert_allclose(out["per_channel"], sorted(ref, reverse=True), rtol=1e-6)
+    assert out["assignment"] == [0, 1, 2, 3]
+    flat = cross_correlation(fa.flatten(2).mean(2), fb.flatten(2).mean(2))    # (N, C) features work too
+    assert len(flat["per_channel"]) == 4
+    with pytest.raises(ShapeError, match=r"^features must be \(N, C, \.\.\.\), got \(50,\)$"):
+        cross_correlation(fa[:, 0, 0, 0], fb[:, 0, 0, 0])
+    with pytest.raises(ShapeError, match=r"^features \(50, 4, 3, 3\) and \(50, 4, 2, 3\) must come from the same "
+                                         r"images with the same spatial size$"):
+        cross_correlation(fa, fb[:, :, :2])
+    with pytest.raises(ShapeError, match=r"^4 vs 3 channels: direct"):
+        cross_correlation(fa, fb[:, :3])
 
 
 def test_cross_correlation_permutation_is_at_least_direct():
