@@ -25,6 +25,13 @@ def test_mean_stderr_by_hand_and_edge_cases():
     assert mean_stderr(iter([2, 4])) == pytest.approx((3.0, 1.0))  # any iterable; sd sqrt(2), se sqrt(2)/sqrt(2)
 
 
+def test_report_wall_seconds_rounded_to_milliseconds(monkeypatch):
+    import tessera.results as results
+    r = Report("t", started=100.0)
+    monkeypatch.setattr(results.time, "perf_counter", lambda: 101.23456)
+    assert r.to_dict()["wall_seconds"] == 1.235
+
+
 def test_report_rows_and_json(tmp_path):
     r = Report("demo", config={"steps": 3}, device="cpu")
     row = r.add_row(setting="s", method="m", metric="acc", values=[1.0, 3.0], paper=2.5, extra_note="x")
@@ -32,8 +39,10 @@ def test_report_rows_and_json(tmp_path):
                    "stderr": 1.0, "n": 2, "paper": 2.5, "extra_note": "x", "values": [1.0, 3.0]}
     pre = r.add_row(setting="s", method="p", metric="err", mean=0.5, stderr=0.1, n=4, lower_is_better=True)
     assert (pre["mean"], pre["stderr"], pre["n"], pre["lower_is_better"], "values" in pre) == (0.5, 0.1, 4, True, False)
-    b = r.add_bench_row(setting="s", method="b", metric="time", baseline_s=2.0, candidate_s=3.0)
-    assert b["ratio"] == 1.5
+    b = r.add_bench_row(setting="s", method="b", metric="time", baseline_s=2.0, candidate_s=3.0, note=1)
+    assert b == {"setting": "s", "method": "b", "metric": "time", "baseline_s": 2.0, "candidate_s": 3.0,
+                 "ratio": 1.5, "note": 1}
+    assert r.rows == [row, pre, b]
     d = r.write(tmp_path / "r.json")
     from tessera import __version__
     assert json.loads((tmp_path / "r.json").read_text()) == d
@@ -55,3 +64,5 @@ def test_format_table_by_hand():
     assert format_table(rows, columns=["n"]).split("\n") == ["n", "-", "3", "-"]
     assert format_table([]) == "(no rows)"
     assert format_table([{"x": 9999.5}]).split("\n")[2] == "1e+04"      # < 1e4 keeps 4 significant digits
+    assert format_table([{"x": 10000.0}]).split("\n")[2] == "1.000e+04"  # >= 1e4: scientific, 3 decimals
+    assert format_table([{"x": -12346.0}]).split("\n")[2] == "-1.235e+04"

@@ -98,3 +98,36 @@ def test_different_and_partial_pretrained_weights():
         load_pretrained(build(), {"1.weight": torch.zeros(5, 3)})
     with pytest.raises(ShapeError, match="not in the model"):
         load_pretrained(build(), {"fc.weight": torch.zeros(2, 3)})
+
+
+def test_rotation_random_draws_come_from_the_generator_and_rp_uses_them():
+    """mode="random": the labels are torch.randint(0, 4) from the given generator (the engine's per-step
+    generator: resume and ranks agree); RP's loss is the cross-entropy of the head on exactly that batch,
+    with RP's own generator when the call passes none."""
+    x = torch.rand(16, 1, 4, 4)
+    _, k = RotationTask("random").make_batch(x, torch.Generator().manual_seed(3))
+    assert torch.equal(k, torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(3)))
+    head, ext = nn.Linear(16, 4), nn.Flatten()
+    xs, ys = RotationTask("random").make_batch(x, torch.Generator().manual_seed(5))
+    by_hand = nn.functional.cross_entropy(head(ext(xs)), ys)
+    rp = RP(head, RotationTask("random"), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(rp.loss(ext, x), by_hand)                                   # RP's generator
+    plain = RP(head, RotationTask("random"))
+    torch.testing.assert_close(plain.loss(ext, x, generator=torch.Generator().manual_seed(5)), by_hand)  # the call's
+    rp = RP(head, RotationTask("random"), generator=torch.Generator().manual_seed(99))
+    torch.testing.assert_close(rp.loss(ext, x, generator=torch.Generator().manual_seed(5)), by_hand)  # call wins
+    assert RP(head, weight=0.25).weight == 0.25
+    with pytest.raises(ConfigError, match="^RotationTask mode 'some'; choose 'all' or 'random'$"):
+        RotationTask("some")
+
+
+def test_network_seeds():
+    """Network i of seed s is built after torch.manual_seed(1000 s + i) (IIW: 1000 s for all)."""
+    build = lambda: nn.Linear(4, 3)  # noqa: E731
+    nets = make_networks(build, 3, seed=2)
+    for i, net in enumerate(nets):
+        torch.manual_seed(2000 + i)
+        assert torch.equal(net.weight, build().weight)
+    torch.manual_seed(2000)
+    ref = build()
+    assert all(torch.equal(n.weight, ref.weight) for n in make_networks(build, 3, seed=2, iiw=True))
