@@ -131,3 +131,18 @@ def test_network_seeds():
     torch.manual_seed(2000)
     ref = build()
     assert all(torch.equal(n.weight, ref.weight) for n in make_networks(build, 3, seed=2, iiw=True))
+
+
+def test_dcc_messages_single_task_and_state():
+    assert DCC(nn.Linear(3, 2), [["a", "b"]]).classes == ["a", "b"]                   # one task: all its classes
+    with pytest.raises(ConfigError, match=r"^DCC needs classes common to all tasks, but these share none "
+                                          r"\(task 0: \['a', 'b', 'c', 'd', 'e'\]; task 1: \['x'\]\); use RP"):
+        DCC(nn.Linear(3, 2), [list("abcdef"), ["x"]])
+    with pytest.raises(ConfigError, match=r"^DCC classes=\['dog', 'cow'\]: \['dog', 'cow'\] not among the common "
+                                          r"classes \['cat'\]; pass a non-empty subset of them$"):
+        DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=["dog", "cow"])
+    with pytest.raises(ConfigError, match=r"^DCC classes=\[\]: empty not among"):
+        DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=[])
+    d = DCC(nn.Linear(3, 2), [["a", "b"], ["b", "a"]])
+    assert d.weight == 1.0 and RP(nn.Linear(3, 4)).weight == 1.0 and DCC(nn.Linear(3, 2), [["a"]], 0.5).weight == 0.5
+    assert sorted(d.state_dict()) == ["head.bias", "head.weight"]                      # label maps are not saved
