@@ -2,6 +2,7 @@
 optimizer state included. Checked on the engine against Adam's definition, not against the code under
 test: the scores' Adam step count restarts at 1 each generation, and the first step of a generation
 moves every score by exactly lr (Adam's first step is lr * g / |g|), which a carried-over state breaks."""
+import pytest
 import torch
 from torch import nn
 
@@ -78,3 +79,14 @@ def test_scores_are_reset_to_eq_12_at_every_generation():
             opt.step()
         assert any(not torch.equal(s, torch.zeros_like(s)) for s in muir.scores())
         muir.end_generation()
+
+
+def test_search_state_and_init_errors():
+    from tessera.errors import ConfigError
+    from tessera.hyper import AlignmentSearch
+    s = AlignmentSearch(4, lam=1, seed=7)
+    s.select(s.propose(s.init_alignment()), torch.zeros(4, 2))
+    st = s.state_dict()
+    assert sorted(st) == ["generation", "rng", "seed"] and int(st["seed"]) == 7 and int(st["generation"]) == 1
+    with pytest.raises(ConfigError, match=r"^pessimistic init needs K >= L hypermodules \(got K=3, L=4\)$"):
+        AlignmentSearch(4, num_modules=3).init_alignment()

@@ -115,3 +115,48 @@ def test_export_of_each_task_uses_that_tasks_statistics_and_head(task):
         torch.testing.assert_close(plain(x), net(x, task=task), rtol=0, atol=1e-6)
         other = "b" if task == "a" else "a"
         assert not torch.allclose(plain(x), net(x, task=other), atol=1e-4)
+
+
+def test_forward_embedding_and_coeff_against_the_export_and_the_bank():
+    """forward_embedding(task=) is the export's embedding of that task; ``coeff`` one-hot on template k
+    makes every layer template k (TemplateBank.template(k), an independent materialization)."""
+    torch.manual_seed(0)
+    net = MixtureNet.from_isometric({"a": 3, "b": 3}, num_templates=2, depth=2, **KW).double().eval()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for t in ("b", "a"):
+            torch.testing.assert_close(net.forward_embedding(x, task=t), export(net, t).eval().forward_embedding(x))
+        coeff = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+        emb = net.forward_embedding(x, coeff=coeff)
+        h = net.input_adapter(x)
+        for l in range(2):
+            blk = net.bank.template(1).double().eval()
+            for s in net.bank.norm_layout + net.bank.stats_layout:       # layer l's own BN
+                getattr(blk.get_submodule(s.module), s.attr).data = getattr(net.blocks[l].get_submodule(s.module),
+                                                                            s.attr).detach().clone()
+            h = blk(h)
+        torch.testing.assert_close(emb, net.output_adapter(h))
+        torch.testing.assert_close(net(x, coeff=coeff), net.heads[net.task](emb))
+    w = net.mixture_weights()
+    assert sorted(w) == ["a", "b"] and all(torch.equal(w[t], net.coefficients(t).detach()) for t in w)
+    assert list(net.mixture_weights(["b"])) == ["b"]
+    assert net.signature("b")[0] == net.mixture["b"].argmax(-1).tolist()
+
+
+def test_template_bank_templates():
+    from tessera.errors import ConfigError
+    from tessera.mixture import TemplateBank
+    from tessera.nn import BLOCKS
+    block = BLOCKS.get("basic_residual")(4)
+    bank = TemplateBank(block, 3)                        # a module: copies 1.. are re-drawn, not equal
+    assert not torch.equal(bank.weight[0], bank.weight[1]) and not torch.equal(bank.weight[1], bank.weight[2])
+    torch.testing.assert_close(bank.weight[0], torch.cat([getattr(block.get_submodule(s.module), s.attr).reshape(-1)
+                                                          for s in bank.layout]))
+    bank.double()
+    t2 = bank.template(2)
+    assert t2.conv1.weight.dtype == torch.float64
+    assert torch.equal(torch.cat([getattr(t2.get_submodule(s.module), s.attr).reshape(-1) for s in bank.layout]),
+                       bank.weight[2].detach())
+    assert not torch.equal(bank.prototype.conv1.weight.double().reshape(-1), t2.conv1.weight.reshape(-1))
+    with pytest.raises(ConfigError, match="^template index 3 out of range; the bank has 3 templates$"):
+        bank.template(3)
