@@ -123,6 +123,7 @@ def test_moment_distance_custom_mean_and_errors():
     g = torch.Generator().manual_seed(0)
     fs = [torch.randn(5, 3, generator=g) + i for i in range(3)]
     ref = moment_distance(fs, k=2)
+    assert torch.equal(moment_distance(fs), ref) and not torch.allclose(moment_distance(fs, k=3), ref)  # default k=2
     torch.testing.assert_close(moment_distance(fs, k=2, mean=lambda t: 2 * t.mean(0)), 2 * ref)
     torch.testing.assert_close(moment_distance(fs, k=2, target=1, mean=lambda t: 3 * t.mean(0)),
                                3 * moment_distance(fs, k=2, target=1))
