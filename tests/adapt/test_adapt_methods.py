@@ -80,13 +80,15 @@ def test_adda_equals_a_hand_written_reference():
         opt_t.zero_grad()
         g_loss.backward()
         opt_t.step()
-        hist.append({"disc_loss": float(d_loss.detach()), "target_loss": float(g_loss.detach())})
+        hist.append({"disc_loss": float(d_loss.detach()), "target_loss": float(g_loss.detach()),
+                     "disc_acc": 0.5 * (float((ls > 0).float().mean()) + float((lt < 0).float().mean()))})
     torch.testing.assert_close(model.net.mixture["t"], logits, rtol=0, atol=1e-6)
     for p, q in zip(disc.parameters(), ref_disc.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
     for h, r in zip(method.history, hist):
         assert h["disc_loss"] == pytest.approx(r["disc_loss"], abs=1e-6)
         assert h["target_loss"] == pytest.approx(r["target_loss"], abs=1e-6)
+        assert h["disc_acc"] == pytest.approx(r["disc_acc"], abs=1e-6)
     assert not torch.equal(model.net.mixture["t"], model.net.mixture["a"])      # it really moved
 
 

@@ -12,7 +12,7 @@ def test_rotation_labels_every_angle():
     img = torch.zeros(1, 1, 5, 5)
     img[0, 0, 0, 4] = 1.0  # a single pixel at the top-right corner
     xs, ys = RotationTask("all").make_batch(img)
-    assert ys.tolist() == [0, 1, 2, 3]
+    assert ys.tolist() == [0, 1, 2, 3] and xs.shape == (4, 1, 5, 5)
     corners = {0: (0, 4), 1: (0, 0), 2: (4, 0), 3: (4, 4)}  # counter-clockwise by 0/90/180/270 degrees
     for k, (r, c) in corners.items():
         assert ys[k] == k and xs[k, 0, r, c] == 1.0 and xs[k].sum() == 1.0
@@ -76,7 +76,14 @@ def test_identical_initial_weights():
     pre = nn.Linear(4, 3)
     e, f = make_networks(lambda: nn.Linear(4, 3), 2, seed=2, iiw=True, pretrained=pre)
     assert torch.equal(e.weight, pre.weight) and torch.equal(f.bias, pre.bias)
-    with pytest.raises(ShapeError, match="identical architectures"):
+    src, g, h = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(4, 3)
+    identical_init([g, h], src)                                         # every model gets the source's weights
+    assert all(torch.equal(m.weight, src.weight) and torch.equal(m.bias, src.bias) for m in (g, h))
+    g.reset_parameters()
+    first, ms = g.weight.clone(), [g, nn.Linear(4, 3), nn.Linear(4, 3)]
+    identical_init(ms)                                                      # no source: the first model's
+    assert all(torch.equal(m.weight, first) for m in ms)
+    with pytest.raises(ShapeError, match=r"^identical initial weights need identical architectures; 'weight' differs"):
         identical_init([nn.Linear(4, 3), nn.Linear(4, 2)])
 
 

@@ -1,7 +1,8 @@
 """README: ``tessera train`` "works under torchrun". Through the real command line: ``torchrun
---nproc_per_node 2 -m tessera train`` on a slice of MNIST ends with the same weights and accuracy as one
-process (gradients averaged over two half batches = the gradient of the whole batch), writes one
-final.json saying world_size 2, and a checkpoint a later single-process ``--resume`` continues from."""
+--nproc_per_node 2 -m tessera train`` on a slice of MNIST ends close to one process (gradients averaged over
+the two half batches; BatchNorm normalizes by each rank's half batch, so the parameters agree closely, not
+bitwise, and the running statistics are rank 0's), only rank 0 writes the logs and final.json (world_size 2),
+and its checkpoint is an ordinary one that a single-process ``--resume`` continues."""
 from __future__ import annotations
 
 import json
@@ -55,10 +56,13 @@ def test_torchrun_two_processes_through_the_cli_equal_one_process(tmp_path):
     assert fd["world_size"] == 2 and fo["world_size"] == 1 and fd["step"] == fo["step"] == 6
     assert fd["tasks"]["mnist"]["accuracy"] == pytest.approx(fo["tasks"]["mnist"]["accuracy"], abs=0.011)
     assert (ddp / "ckpt" / "state.json").is_file() and not list(ddp.glob(".ckpt.tmp-*"))
+    lines = [(d / "metrics.jsonl").read_text().splitlines() for d in (ddp, one)]
+    assert len(lines[0]) == len(lines[1]) > 0                          # rank 0 alone logs
     wd, wo = (load_tensors(d / "ckpt" / "model.safetensors") for d in (ddp, one))
     assert sorted(wd) == sorted(wo)
-    for k in wd:                                                       # the same weights after 6 steps
-        torch.testing.assert_close(wd[k], wo[k], rtol=1e-4, atol=1e-5, msg=k)
+    for k in wd:                                                       # the same parameters after 6 steps
+        if "running_" not in k and "num_batches" not in k:
+            torch.testing.assert_close(wd[k], wo[k], rtol=1e-3, atol=1e-4, msg=k)
     # the two-process checkpoint is an ordinary one: one process resumes it to step 8
     _run([sys.executable, "-m", "tessera", "train", str(CONFIG), "--out", str(ddp), "--steps", "8", "--resume",
           "--set", *SETS])
