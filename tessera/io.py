@@ -22,7 +22,8 @@ from .errors import CheckpointError
 
 __all__ = [
     "atomic_write_bytes", "save_json", "load_json", "save_tensors", "load_tensors", "atomic_dir",
-    "tensors_to_bytes", "tensors_from_bytes", "fsync_dir", "discard_dir", "json_default",
+    "tensors_to_bytes", "tensors_from_bytes", "fsync_dir", "discard_dir", "json_default", "previous_dir",
+    "recover_dir",
 ]
 
 
@@ -127,8 +128,32 @@ def tensors_from_bytes(data: bytes, path: str | os.PathLike = "<bytes>",
     return {k: v.to(device) for k, v in out.items()}
 
 
+def previous_dir(path: str | os.PathLike) -> Path:
+    """Where :class:`atomic_dir` keeps the folder it replaces while it swaps the new one in (``.<name>.old``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.old")
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Finish what a killed :class:`atomic_dir` write left behind: the old folder is put back when the kill
+    came between its two renames (``.<name>.old`` but no ``<name>``); a leftover ``.<name>.old`` and
+    temporary folders ``.<name>.*`` are removed."""
+    path = Path(path)
+    old = previous_dir(path)
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            if p.name.startswith(f".{path.name}.") and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+
+
 class atomic_dir:
     """Context manager that builds a directory under a temp name and renames it into place on success.
+
+    A write killed at any instant leaves the old folder (at ``path``, or at :func:`previous_dir` for the
+    instant between the two renames, which readers may fall back to); the next write recovers it and
+    removes stale temporaries (:func:`recover_dir`).
 
     >>> with atomic_dir("run/ckpt/step_100") as d:   # doctest: +SKIP
     ...     save_tensors(d / "model.safetensors", sd)
@@ -139,6 +164,7 @@ class atomic_dir:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        recover_dir(self.path)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         return self.tmp
 
@@ -147,7 +173,7 @@ class atomic_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old")
+            old = previous_dir(self.path)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(self.path, old)
             os.replace(self.tmp, self.path)

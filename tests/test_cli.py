@@ -1,4 +1,5 @@
 """The command line: version, listing, one-line errors with exit status 2, data check, the registries."""
+import inspect
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 from tessera import __version__
 from tessera.bench import BENCHMARKS
 from tessera.cli import main
-from tessera.experiments import EXPERIMENTS
+from tessera.experiments import EXPERIMENTS, RunOptions
 
 
 def test_version(capsys):
@@ -24,10 +25,35 @@ def test_list_names_every_registered_entry(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS.names() + BENCHMARKS.names())
-def test_every_registered_entry_resolves_to_a_callable(name):
-    reg = EXPERIMENTS if name in EXPERIMENTS else BENCHMARKS
-    assert callable(reg.get(name))
+def test_every_registered_entry_accepts_the_call_the_cli_makes_and_has_a_help_line(capsys):
+    """The CLI calls ``fn(RunOptions(...))`` and `tessera list` prints each entry's help line."""
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for reg in (EXPERIMENTS, BENCHMARKS):
+        for name in reg.names():
+            inspect.signature(reg.get(name)).bind(RunOptions())          # TypeError: the CLI's call would fail
+            assert reg.help(name) and any(name in line and reg.help(name)[:30] in line for line in out), name
+
+
+@pytest.mark.parametrize("kind, registry", [("reproduce", EXPERIMENTS), ("bench", BENCHMARKS)])
+def test_reproduce_and_bench_pass_the_flags_as_run_options(tmp_path, monkeypatch, capsys, kind, registry):
+    seen = []
+    name = registry.names()[0]
+
+    def record(opts):
+        seen.append(opts)
+        return {"rows": [{"setting": "s", "method": "m", "mean": 0.5}], "wall_seconds": 1.0}
+    monkeypatch.setitem(registry._items, name, record)
+    argv = [kind, name, "--out", str(tmp_path / "o"), "--json", str(tmp_path / "r.json"), "--device", "cpu"]
+    if kind == "reproduce":
+        argv += ["--seeds", "2", "--budget", "quick", "--fresh"]
+    assert main(argv) == 0
+    (opts,) = seen
+    assert (opts.out, opts.json, opts.device) == (tmp_path / "o", tmp_path / "r.json", "cpu")
+    if kind == "reproduce":
+        assert (opts.seeds, opts.budget, opts.resume) == (2, "quick", False)
+    out = capsys.readouterr().out
+    assert "setting" in out and "0.5" in out and f"{name}: 1.0 s" in out     # the rows, printed as a table
 
 
 def test_unknown_experiment_is_one_line_error(capsys):

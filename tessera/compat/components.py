@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ShapeError
-from ..io import atomic_dir, load_json, load_tensors, save_json, save_tensors
+from ..io import atomic_dir, load_json, load_tensors, previous_dir, save_json, save_tensors
 from .bn import batch_stats
 from .validate import check_architecture, check_stored_tensors, validate_manifest
 
@@ -259,11 +259,18 @@ def save_component(path_dir: str | os.PathLike, module: nn.Module, kind: str, in
     return Path(path_dir)
 
 
+def _readable(path_dir: str | os.PathLike) -> Path:
+    """``path_dir``, or the old component that a write killed between its two renames left aside."""
+    path = Path(path_dir)
+    prev = previous_dir(path)
+    return prev if not path.exists() and (prev / MANIFEST).is_file() else path
+
+
 def read_manifest(path_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``manifest.json`` (format, version, kind) without loading any tensor."""
     from .. import __version__
 
-    path = Path(path_dir) / MANIFEST
+    path = _readable(path_dir) / MANIFEST
     if not path.is_file():
         raise CheckpointError(f"{path_dir}: no {MANIFEST}; point at a folder written by save_component")
     m = load_json(path)
@@ -313,7 +320,7 @@ def load_component(path_dir: str | os.PathLike, build_fn: Callable[[dict[str, An
     if expect_shape is not None:
         prod, acc = (m["feature_shape"], expect_shape) if m["kind"] == "extractor" else (expect_shape, m["feature_shape"])
         check_fit(prod, acc, str(path_dir))
-    tensors = load_tensors(Path(path_dir) / WEIGHTS, device=map_location)
+    tensors = load_tensors(_readable(path_dir) / WEIGHTS, device=map_location)
     check_stored_tensors(m, tensors, path_dir, allow_nonfinite)
     if build_fn is None:
         check_architecture(lambda: _rebuild_from_manifest(m), tensors, path_dir)

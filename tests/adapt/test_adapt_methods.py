@@ -14,7 +14,7 @@ from torch import nn
 from adapt_helpers import make_domain, tiny_comp
 from tessera.adapt import ADDA, MomentMatching, adapt_adda, adapt_m3sda
 from tessera.adapt import adversarial, moments
-from tessera.adapt.adversarial import Discriminator, adversarial_target_loss, discriminator_loss
+from tessera.adapt.adversarial import Discriminator
 from tessera.adapt.moments import classifier_discrepancy, moment_distance
 from tessera.adapt.training import feature_pool
 from tessera.train import Task, Trainer, TrainConfig
@@ -72,21 +72,23 @@ def test_adda_equals_a_hand_written_reference():
         fs = pool[torch.randint(len(pool), (B,), generator=g)]
         ft = ref_model.features(xt, "t")
         ls, lt = ref_disc(fs), ref_disc(ft.detach())
-        d_loss = discriminator_loss(ls, lt)
+        d_loss = 0.5 * (-F.logsigmoid(ls).mean() - F.logsigmoid(-lt).mean())     # BCE: source 1, target 0
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
-        g_loss = adversarial_target_loss(ref_disc(ft))
+        g_loss = -F.logsigmoid(ref_disc(ft)).mean()                             # BCE against "source" (1)
         opt_t.zero_grad()
         g_loss.backward()
         opt_t.step()
-        hist.append({"disc_loss": float(d_loss.detach()), "target_loss": float(g_loss.detach())})
+        hist.append({"disc_loss": float(d_loss.detach()), "target_loss": float(g_loss.detach()),
+                     "disc_acc": 0.5 * (float((ls > 0).float().mean()) + float((lt < 0).float().mean()))})
     torch.testing.assert_close(model.net.mixture["t"], logits, rtol=0, atol=1e-6)
     for p, q in zip(disc.parameters(), ref_disc.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
     for h, r in zip(method.history, hist):
         assert h["disc_loss"] == pytest.approx(r["disc_loss"], abs=1e-6)
         assert h["target_loss"] == pytest.approx(r["target_loss"], abs=1e-6)
+        assert h["disc_acc"] == pytest.approx(r["disc_acc"], abs=1e-6)
     assert not torch.equal(model.net.mixture["t"], model.net.mixture["a"])      # it really moved
 
 

@@ -12,7 +12,7 @@ def test_rotation_labels_every_angle():
     img = torch.zeros(1, 1, 5, 5)
     img[0, 0, 0, 4] = 1.0  # a single pixel at the top-right corner
     xs, ys = RotationTask("all").make_batch(img)
-    assert ys.tolist() == [0, 1, 2, 3]
+    assert ys.tolist() == [0, 1, 2, 3] and xs.shape == (4, 1, 5, 5)
     corners = {0: (0, 4), 1: (0, 0), 2: (4, 0), 3: (4, 4)}  # counter-clockwise by 0/90/180/270 degrees
     for k, (r, c) in corners.items():
         assert ys[k] == k and xs[k, 0, r, c] == 1.0 and xs[k].sum() == 1.0
@@ -76,7 +76,14 @@ def test_identical_initial_weights():
     pre = nn.Linear(4, 3)
     e, f = make_networks(lambda: nn.Linear(4, 3), 2, seed=2, iiw=True, pretrained=pre)
     assert torch.equal(e.weight, pre.weight) and torch.equal(f.bias, pre.bias)
-    with pytest.raises(ShapeError, match="identical architectures"):
+    src, g, h = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(4, 3)
+    identical_init([g, h], src)                                         # every model gets the source's weights
+    assert all(torch.equal(m.weight, src.weight) and torch.equal(m.bias, src.bias) for m in (g, h))
+    g.reset_parameters()
+    first, ms = g.weight.clone(), [g, nn.Linear(4, 3), nn.Linear(4, 3)]
+    identical_init(ms)                                                      # no source: the first model's
+    assert all(torch.equal(m.weight, first) for m in ms)
+    with pytest.raises(ShapeError, match=r"^identical initial weights need identical architectures; 'weight' differs"):
         identical_init([nn.Linear(4, 3), nn.Linear(4, 2)])
 
 
@@ -98,3 +105,51 @@ def test_different_and_partial_pretrained_weights():
         load_pretrained(build(), {"1.weight": torch.zeros(5, 3)})
     with pytest.raises(ShapeError, match="not in the model"):
         load_pretrained(build(), {"fc.weight": torch.zeros(2, 3)})
+
+
+def test_rotation_random_draws_come_from_the_generator_and_rp_uses_them():
+    """mode="random": the labels are torch.randint(0, 4) from the given generator (the engine's per-step
+    generator: resume and ranks agree); RP's loss is the cross-entropy of the head on exactly that batch,
+    with RP's own generator when the call passes none."""
+    x = torch.rand(16, 1, 4, 4)
+    _, k = RotationTask("random").make_batch(x, torch.Generator().manual_seed(3))
+    assert torch.equal(k, torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(3)))
+    head, ext = nn.Linear(16, 4), nn.Flatten()
+    xs, ys = RotationTask("random").make_batch(x, torch.Generator().manual_seed(5))
+    by_hand = nn.functional.cross_entropy(head(ext(xs)), ys)
+    rp = RP(head, RotationTask("random"), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(rp.loss(ext, x), by_hand)                                   # RP's generator
+    plain = RP(head, RotationTask("random"))
+    torch.testing.assert_close(plain.loss(ext, x, generator=torch.Generator().manual_seed(5)), by_hand)  # the call's
+    rp = RP(head, RotationTask("random"), generator=torch.Generator().manual_seed(99))
+    torch.testing.assert_close(rp.loss(ext, x, generator=torch.Generator().manual_seed(5)), by_hand)  # call wins
+    assert RP(head, weight=0.25).weight == 0.25
+    with pytest.raises(ConfigError, match="^RotationTask mode 'some'; choose 'all' or 'random'$"):
+        RotationTask("some")
+
+
+def test_network_seeds():
+    """Network i of seed s is built after torch.manual_seed(1000 s + i) (IIW: 1000 s for all)."""
+    build = lambda: nn.Linear(4, 3)  # noqa: E731
+    nets = make_networks(build, 3, seed=2)
+    for i, net in enumerate(nets):
+        torch.manual_seed(2000 + i)
+        assert torch.equal(net.weight, build().weight)
+    torch.manual_seed(2000)
+    ref = build()
+    assert all(torch.equal(n.weight, ref.weight) for n in make_networks(build, 3, seed=2, iiw=True))
+
+
+def test_dcc_messages_single_task_and_state():
+    assert DCC(nn.Linear(3, 2), [["a", "b"]]).classes == ["a", "b"]                   # one task: all its classes
+    with pytest.raises(ConfigError, match=r"^DCC needs classes common to all tasks, but these share none "
+                                          r"\(task 0: \['a', 'b', 'c', 'd', 'e'\]; task 1: \['x'\]\); use RP"):
+        DCC(nn.Linear(3, 2), [list("abcdef"), ["x"]])
+    with pytest.raises(ConfigError, match=r"^DCC classes=\['dog', 'cow'\]: \['dog', 'cow'\] not among the common "
+                                          r"classes \['cat'\]; pass a non-empty subset of them$"):
+        DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=["dog", "cow"])
+    with pytest.raises(ConfigError, match=r"^DCC classes=\[\]: empty not among"):
+        DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=[])
+    d = DCC(nn.Linear(3, 2), [["a", "b"], ["b", "a"]])
+    assert d.weight == 1.0 and RP(nn.Linear(3, 4)).weight == 1.0 and DCC(nn.Linear(3, 2), [["a"]], 0.5).weight == 0.5
+    assert sorted(d.state_dict()) == ["head.bias", "head.weight"]                      # label maps are not saved

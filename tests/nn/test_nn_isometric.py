@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -132,8 +131,7 @@ def test_param_table_against_paper():
         param_table(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.skipif(not os.environ.get("TESSERA_SLOW"),
-                    reason="torch.compile is slow on CPU; set TESSERA_SLOW=1")
+@pytest.mark.slow                                     # torch.compile (inductor) takes a while on CPU
 def test_torch_compile_smoke():
     net = create_model("isometric_small", depth=1).eval()
     x = torch.randn(2, 1, 28, 28)

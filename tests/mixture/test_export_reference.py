@@ -1,0 +1,162 @@
+"""A MixtureNet and its export against an independent reference: a plain IsometricNet (tessera.nn) holding
+the same weights. One-hot mixture weights: the MixtureNet, the export and the IsometricNet compute the same
+logits, and the export's tensors ARE the original weights, bit for bit. Soft mixture weights: the same,
+with each block of the IsometricNet set by hand to sum_k c_lk * template_k."""
+import pytest
+import torch
+
+from tessera.mixture import MixtureNet, export
+from tessera.nn import IsometricNet
+
+CH, DEPTH, K, CLASSES = 8, 3, 3, 5
+KW = dict(channels=CH, patch=2, head_channels=(16, 12), dropout=0.0)
+
+
+def _randomize(net: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, non-zero biases (init leaves them at 0 / 1)."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            for p in m.parameters(recurse=False):
+                if p.ndim == 1:
+                    p.copy_(torch.rand(p.shape, generator=g) - 0.5 + (1.0 if "BatchNorm" in type(m).__name__ else 0))
+        net.head.weight.normal_(0, 0.5, generator=g)
+
+
+def _iso(seed: int) -> IsometricNet:
+    torch.manual_seed(seed)
+    net = IsometricNet(CLASSES, depth=DEPTH, **KW).double()
+    _randomize(net)
+    return net.eval()
+
+
+def _mixture_like(iso: IsometricNet, templates: list[torch.nn.Module], logits: torch.Tensor) -> MixtureNet:
+    """A MixtureNet whose adapters, head, per-layer BN (affine and statistics) are ``iso``'s and whose
+    template k is ``templates[k]``; task "main" uses mixture ``logits`` (L, K)."""
+    net = MixtureNet.from_isometric({"main": CLASSES}, num_templates=K, depth=DEPTH, **KW).double()
+    net.mixture["main"].data.copy_(logits)
+    with torch.no_grad():
+        for part in ("input_adapter", "output_adapter"):
+            ours, theirs = getattr(net, part), getattr(iso, part)
+            for name, t in list(theirs.named_parameters()) + [(n, b) for n, b in theirs.named_buffers()
+                                                               if "running" in n]:
+                mod, _, attr = name.rpartition(".")
+                getattr(ours.get_submodule(mod), attr).copy_(t)       # adapter statistics are views into stats
+        net.heads["main"].load_state_dict(iso.head.state_dict())
+        for k, t in enumerate(templates):
+            net.bank.weight[k] = torch.cat([getattr(t.get_submodule(s.module), s.attr).reshape(-1)
+                                            for s in net.bank.layout])
+        for l, blk in enumerate(iso.blocks):                          # per-layer BN affine and statistics
+            for s in net.bank.norm_layout + net.bank.stats_layout:
+                getattr(net.blocks[l].get_submodule(s.module), s.attr).copy_(getattr(blk.get_submodule(s.module),
+                                                                                     s.attr))
+    return net.eval()
+
+
+def test_one_hot_mixture_and_export_equal_the_isometric_net_and_keep_its_weights():
+    iso = _iso(0)
+    sig = torch.tensor([2, 0, 1])                                     # layer l uses template sig[l]
+    templates = [None] * K
+    for l, k in enumerate(sig.tolist()):
+        templates[k] = iso.blocks[l]
+    net = _mixture_like(iso, templates, torch.where(torch.nn.functional.one_hot(sig, K) > 0, 0.0, -1e4))
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        ref = iso(x)
+        torch.testing.assert_close(net(x), ref, rtol=0, atol=1e-12)
+        plain = export(net).eval()
+        torch.testing.assert_close(plain(x), ref, rtol=0, atol=1e-12)
+    assert plain.signature == sig.tolist()
+    ours, theirs = plain.state_dict(), iso.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    for k, v in theirs.items():
+        assert torch.equal(ours[k], v), k                             # the original weights, bit for bit
+
+
+def test_soft_mixture_and_export_equal_an_isometric_net_with_hand_mixed_blocks():
+    iso, bank_src = _iso(0), _iso(1)                                  # templates: the blocks of another net
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(DEPTH, K, generator=g, dtype=torch.float64)
+    net = _mixture_like(iso, list(bank_src.blocks), logits)
+    c = logits.softmax(-1)                                            # (L, K) by hand
+    with torch.no_grad():
+        for l, blk in enumerate(iso.blocks):                          # block l = sum_k c[l, k] * template k
+            for s in net.bank.layout:
+                mixed = sum(c[l, k] * getattr(bank_src.blocks[k].get_submodule(s.module), s.attr) for k in range(K))
+                getattr(blk.get_submodule(s.module), s.attr).copy_(mixed)
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        ref = iso(x)
+        torch.testing.assert_close(net(x), ref, rtol=1e-10, atol=1e-10)
+        plain = export(net).eval()
+        torch.testing.assert_close(plain(x), ref, rtol=1e-10, atol=1e-10)
+    assert plain.signature == [None] * DEPTH
+    for k, v in iso.state_dict().items():
+        torch.testing.assert_close(plain.state_dict()[k], v, rtol=1e-12, atol=1e-12, msg=k)
+    assert not torch.allclose(ref, bank_src(x))                       # the mixture is not just one network
+
+
+@pytest.mark.parametrize("task", ["a", "b"])
+def test_export_of_each_task_uses_that_tasks_statistics_and_head(task):
+    """Two tasks with different BN statistics and heads: export(net, task) equals the task's own forward
+    and not the other task's (the export must pick the task, not the active one)."""
+    net = MixtureNet.from_isometric({"a": 3, "b": 3}, num_templates=2, depth=2, **KW)
+    net.train()
+    x = torch.rand(6, 1, 8, 8)
+    net(x, task="a"), net(x * 3 + 1, task="b")                        # different statistics per task
+    net.set_task("a")
+    with torch.no_grad():
+        net.heads["b"].weight.normal_()
+        plain = export(net, task).eval()
+        net.eval()
+        torch.testing.assert_close(plain(x), net(x, task=task), rtol=0, atol=1e-6)
+        other = "b" if task == "a" else "a"
+        assert not torch.allclose(plain(x), net(x, task=other), atol=1e-4)
+
+
+def test_forward_embedding_and_coeff_against_the_export_and_the_bank():
+    """forward_embedding(task=) is the export's embedding of that task; ``coeff`` one-hot on template k
+    makes every layer template k (TemplateBank.template(k), an independent materialization)."""
+    torch.manual_seed(0)
+    net = MixtureNet.from_isometric({"a": 3, "b": 3}, num_templates=2, depth=2, **KW).double().eval()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for t in ("b", "a"):
+            torch.testing.assert_close(net.forward_embedding(x, task=t), export(net, t).eval().forward_embedding(x))
+        coeff = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+        emb = net.forward_embedding(x, coeff=coeff)
+        h = net.input_adapter(x)
+        for l in range(2):
+            blk = net.bank.template(1).double().eval()
+            for s in net.bank.norm_layout + net.bank.stats_layout:       # layer l's own BN
+                getattr(blk.get_submodule(s.module), s.attr).data = getattr(net.blocks[l].get_submodule(s.module),
+                                                                            s.attr).detach().clone()
+            h = blk(h)
+        torch.testing.assert_close(emb, net.output_adapter(h))
+        torch.testing.assert_close(net(x, coeff=coeff), net.heads[net.task](emb))
+    w = net.mixture_weights()
+    assert sorted(w) == ["a", "b"] and all(torch.equal(w[t], net.coefficients(t).detach()) for t in w)
+    assert list(net.mixture_weights(["b"])) == ["b"]
+    assert net.signature("b")[0] == net.mixture["b"].argmax(-1).tolist()
+
+
+def test_template_bank_templates():
+    from tessera.errors import ConfigError
+    from tessera.mixture import TemplateBank
+    from tessera.nn import BLOCKS
+    block = BLOCKS.get("basic_residual")(4)
+    bank = TemplateBank(block, 3)                        # a module: copies 1.. are re-drawn, not equal
+    assert not torch.equal(bank.weight[0], bank.weight[1]) and not torch.equal(bank.weight[1], bank.weight[2])
+    torch.testing.assert_close(bank.weight[0], torch.cat([getattr(block.get_submodule(s.module), s.attr).reshape(-1)
+                                                          for s in bank.layout]))
+    bank.double()
+    t2 = bank.template(2)
+    assert t2.conv1.weight.dtype == torch.float64
+    assert torch.equal(torch.cat([getattr(t2.get_submodule(s.module), s.attr).reshape(-1) for s in bank.layout]),
+                       bank.weight[2].detach())
+    assert not torch.equal(bank.prototype.conv1.weight.double().reshape(-1), t2.conv1.weight.reshape(-1))
+    with pytest.raises(ConfigError, match="^template index 3 out of range; the bank has 3 templates$"):
+        bank.template(3)
