@@ -24,6 +24,11 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         "            optimizer.state.pop(self.scores, None)",
         "            pass",
         ["tests/hyper/test_search_generations.py"]),
+    "group-scores-optimizer-state-kept": (
+        "tessera/hyper/grouped.py",
+        "                optimizer.state.pop(st, None)",
+        "                pass",
+        ["tests/hyper/test_search_generations.py"]),
     "scores-optimizer-not-passed": (
         "tessera/hyper/training.py",
         "            self.muir.begin_generation(self._opt(trainer))",
