@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from tessera.adapt.adversarial import Discriminator
 from tessera.adapt.moments import classifier_discrepancy, moment_distance
 from tessera.adapt.training import feature_pool
 from tessera.train import Task, Trainer, TrainConfig
+from gloo import free_port, set_env, shutdown
 
 STEPS, B = 3, 16
 
@@ -182,21 +182,15 @@ def _both(out: str | None = None) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    set_env(rank, world, port)
     torch.set_num_threads(1)
     try:
         res = _both()
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump(res, f)
     finally:
-        torch.distributed.destroy_process_group()
+        shutdown()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
@@ -204,7 +198,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     """Each rank takes half of every global batch (target and source draws); the averaged gradients,
     and moment matching's moments averaged over ranks, make the run equal the one-process run."""
     import torch.multiprocessing as mp
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1
     single = _both()

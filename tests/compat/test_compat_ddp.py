@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from tessera.compat import DCC, RP, Member, RotationTask, train_joint
 from tessera.compat.components import split_at
 from tessera.compat.models import build
 from tessera.train import TrainConfig
+from gloo import free_port, set_env, shutdown
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 CLS = [str(i) for i in range(4)]
@@ -43,25 +43,19 @@ def _weights(members, aux):
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    set_env(rank, world, port)
     torch.set_num_threads(1)
     for rotation in ("all", "random"):
         members, aux, cfg = _setup(rotation)
         res = train_joint(members, aux, cfg, out_dir=os.path.join(out, rotation))
         with open(os.path.join(out, f"{rotation}_rank{rank}.json"), "w") as f:
             json.dump({"world": res["world_size"], "weights": _weights(members, aux)}, f)
-    torch.distributed.destroy_process_group()
+    shutdown()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_joint_two_process_gloo(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for rotation in ("all", "random"):  # every rank holds the same weights
         r0 = json.loads((tmp_path / f"{rotation}_rank0.json").read_text())
         r1 = json.loads((tmp_path / f"{rotation}_rank1.json").read_text())

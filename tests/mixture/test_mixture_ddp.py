@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from tessera.mixture import ModelMixture, TaskSplit, mixture_clustering, train_tasks
+from gloo import free_port, set_env, shutdown
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 TASKS = ("a", "b")
@@ -35,26 +35,19 @@ def _fit(mm, data):
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    set_env(rank, world, port)
     torch.set_num_threads(1)
     mm, data = _setup()
     res = _fit(mm, data)
     sd = {k: v.tolist() for k, v in mm.state_dict().items()}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"acc": res["acc"], "state": sd}, f)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    shutdown()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mixture_training_two_gloo_processes_equal_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1                                     # every rank ends with the same weights and metrics
     mm, data = _setup()

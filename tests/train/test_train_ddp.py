@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from tessera.train import Task, Trainer
 from train_helpers import digits, tiny_config
+from gloo import free_port, set_env, shutdown
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -26,8 +26,7 @@ def _setup(data):
 
 
 def _worker(rank: int, world: int, port: int, out: str, data) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    set_env(rank, world, port)
     torch.set_num_threads(1)
     model, tasks, cfg = _setup(data)
     tr = Trainer(model, tasks, cfg, out_dir=out)
@@ -36,20 +35,15 @@ def _worker(rank: int, world: int, port: int, out: str, data) -> None:
     sd = {k: v.tolist() for k, v in tr.net.state_dict().items()}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"tasks": final["tasks"], "state": sd}, f)
-    torch.distributed.destroy_process_group()
+    shutdown()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_gloo_matches_single_process(tmp_path):
     out = str(tmp_path / "ddp")
     os.makedirs(out)
     data = digits(256, 99)  # 99 eval samples: uneven shards (50 + 49) exercise the reduction
-    mp.spawn(_worker, args=(2, _free_port(), out, data), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out, data), nprocs=2, join=True)
     r0 = json.loads((tmp_path / "ddp" / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "ddp" / "rank1.json").read_text())
     assert r0 == r1  # every rank holds the same weights and reports the same metrics
