@@ -16,9 +16,14 @@ universes pick at random). STL's 30*S plain models are one ``hyper.vectorize`` g
 :class:`~tessera.train.best.KeepBest`. ONE engine run trains both (two tasks, losses summed). The hand-written batched program this
 replaced is kept in :mod:`tessera.bench.muir_reference` as the timing reference of
 ``tessera bench muir-many-tasks``.
+
+Resume: the engine run checkpoints every 50 generations under ``<out>/muir-synthetic/engine-<fingerprint>/``
+(the search history included, as callback state); a killed run continues from there, and a finished
+one is reused (``--fresh`` starts over). The fingerprint covers the schedule, the seeds and the data.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +39,10 @@ from ..results import Report
 from ..threads import intra_op_threads
 from ..train import Task, Trainer, TrainConfig
 from ..train.best import KeepBest
+from ..train.method import Callback
 from ..train.task import TensorData
 from . import RunOptions
+from .units import fingerprint
 
 __all__ = ["run", "PAPER", "SyntheticRun", "build"]
 
@@ -96,8 +103,9 @@ def _task(group: TaskGroup, X: Tensor, Y: Tensor, name: str) -> Task:
                 forward=lambda m, x: group(x.transpose(0, 1)).transpose(0, 1))       # (n, N, 1)
 
 
-def _train_config(cfg: MuirConfig, seed: int) -> TrainConfig:
-    return TrainConfig(steps=search_steps(cfg), batch_size=10, multitask="sum", progress="off", log_every=0, checkpoint_every=0,
+def _train_config(cfg: MuirConfig, seed: int, checkpoint_every: int = 0) -> TrainConfig:
+    return TrainConfig(steps=search_steps(cfg), batch_size=10, multitask="sum", progress="off", log_every=0,
+                       checkpoint_every=checkpoint_every,
                        device="cpu", seed=seed, optim={"name": "adam", "lr": 1e-3, "eps": 1e-8, "weight_decay": 0.0},
                        schedule={"name": "constant"}, ema={"enabled": False})
 
@@ -136,13 +144,37 @@ def build(data: dict[str, dict[str, np.ndarray]], seeds: int, cfg: MuirConfig, v
     return run
 
 
-def engine(run: SyntheticRun, cfg: MuirConfig, callbacks: Any = (), seed: int = 0) -> Trainer:
-    """ONE engine run over both groups (the MUiR universes and STL): two tasks, losses summed, one Adam."""
+def engine(run: SyntheticRun, cfg: MuirConfig, callbacks: Any = (), seed: int = 0, out_dir: Path | None = None,
+           run_config: Any = None, checkpoint_every: int | None = None) -> Trainer:
+    """ONE engine run over both groups (the MUiR universes and STL): two tasks, losses summed, one Adam;
+    with ``out_dir``, a checkpoint every ``checkpoint_every`` steps (default: 50 generations)."""
     muir, stl = run.muir, run.stl
     tasks = [_task(muir.task_groups[0], *run.data["train"], "muir"), _task(stl, *run.stl_data["train"], "stl")]
     groups = muir.param_groups(lr=1e-3) + [{"params": list(stl.parameters()), "lr": 1e-3}]
-    return Trainer(nn.ModuleDict({"muir": muir, "stl": stl}), tasks, _train_config(cfg, seed), param_groups=groups,
-                   callbacks=callbacks)
+    every = (50 * cfg.n_iter if checkpoint_every is None else checkpoint_every) if out_dir is not None else 0
+    return Trainer(nn.ModuleDict({"muir": muir, "stl": stl}), tasks, _train_config(cfg, seed, every), out_dir,
+                   param_groups=groups, callbacks=callbacks, run_config=run_config)
+
+
+class History(Callback):
+    """The alignment after every generation (the initial one first), kept in the run's checkpoints so a
+    resumed run has the whole history; also MuirSearch's ``on_generation``."""
+
+    def __init__(self, run: SyntheticRun, cfg: MuirConfig, log: Any = None):
+        self.run, self.cfg, self.log, self.t0 = run, cfg, log, time.perf_counter()
+        run.history = [run.muir.alignment()]
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self.run.history.append(self.run.muir.alignment())
+        g = len(self.run.history) - 1
+        if self.log is not None and g % max(1, self.cfg.n_generations // 10) == 0:
+            self.log(f"generation {g}/{self.cfg.n_generations}: {time.perf_counter() - self.t0:.1f}s")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"psi": torch.stack(self.run.history).to(torch.int32)}     # (G+1, N)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run.history = list(state["psi"].long().unbind(0))
 
 
 def callbacks(run: SyntheticRun, cfg: MuirConfig, on_generation: Any = None) -> list[Any]:
@@ -154,18 +186,14 @@ def callbacks(run: SyntheticRun, cfg: MuirConfig, on_generation: Any = None) -> 
                      every=cfg.n_iter, until=cfg.n_init + cfg.n_generations * cfg.n_iter)]
 
 
-def train(run: SyntheticRun, cfg: MuirConfig, log: Any = None, seed: int = 0) -> dict[str, Tensor]:
-    """The engine run (MUiR universes with the search, STL alongside); test RMSEs and the search history."""
+def train(run: SyntheticRun, cfg: MuirConfig, log: Any = None, seed: int = 0, out_dir: Path | None = None,
+          run_config: Any = None, checkpoint_every: int | None = None) -> dict[str, Tensor]:
+    """The engine run (MUiR universes with the search, STL alongside); test RMSEs and the search history.
+    With ``out_dir`` the run checkpoints there and continues from its last checkpoint."""
     muir = run.muir
-    t0 = time.perf_counter()
-    run.history = [muir.alignment()]
-
-    def on_generation(row: dict[str, Any]) -> None:
-        run.history.append(muir.alignment())
-        g = len(run.history) - 1
-        if log is not None and g % max(1, cfg.n_generations // 10) == 0:
-            log(f"generation {g}/{cfg.n_generations}: {time.perf_counter() - t0:.1f}s")
-    engine(run, cfg, callbacks(run, cfg, on_generation), seed).fit()
+    history = History(run, cfg, log)
+    trainer = engine(run, cfg, callbacks(run, cfg, history) + [history], seed, out_dir, run_config, checkpoint_every)
+    trainer.fit(resume=out_dir is not None)
     return {"muir": _rmse(muir.task_groups[0], *run.data["test"]), "stl": _rmse(run.stl, *run.stl_data["test"]),
             "psi": torch.stack(run.history)}
 
@@ -243,10 +271,19 @@ def run(opts: RunOptions) -> dict[str, Any]:
                             "adam_lr": 1e-3, "batch": "full (10 per task)", "dtype": "float32",
                             "path": "public API: reparameterize (one vectorized group of 30*U Linear models) + "
                                     "MuirSearch; STL: hyper.vectorize + KeepBest; one Trainer for both"})
+    run_config = {"muir": cfg.to_dict(), "seeds": seeds, "val_index": val_index, "dtype": "float32",
+                  "data": [float(np.asarray(data[s]["train_Y"]).sum()) for s in SETTINGS]}
+    work = Path(opts.out) / "muir-synthetic" / f"engine-{fingerprint(run_config)}"
+    if not opts.resume and work.exists():
+        shutil.rmtree(work)
+    resumed = work.exists()
+    if resumed:
+        print(f"[muir-synthetic] continuing from {work} (--fresh starts over)", flush=True)
     with intra_op_threads(1):  # tiny ops: one thread avoids OpenMP contention on a shared CPU
         prog = build(data, seeds, cfg, val_index)
         t0 = time.perf_counter()
-        res = train(prog, cfg, log=lambda msg: print(f"[muir-synthetic] {msg}", flush=True))
+        res = train(prog, cfg, log=lambda msg: print(f"[muir-synthetic] {msg}", flush=True), out_dir=work,
+                    run_config=run_config)
         train_s = time.perf_counter() - t0
     setting, _, method = prog.universe(torch.arange(prog.U))
     act = active(prog, res["psi"])
@@ -270,5 +307,6 @@ def run(opts: RunOptions) -> dict[str, Any]:
                        per_seed=gens, note="paper: Fig. 2 (one run) stays at the true grouping after generation 59")
     report.config["plots"] = _plots(Path(opts.out) / "muir-synthetic", prog, res["psi"], act, first)
     report.config["train_seconds"] = round(train_s, 2)
+    report.config["resumed"] = resumed                                # train_seconds then covers the rest only
     report.config["steps_per_universe"] = search_steps(cfg)
     return report.write(opts.json)

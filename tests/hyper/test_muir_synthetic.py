@@ -106,3 +106,29 @@ def test_bench_many_tasks_rows(tmp_path):
         assert r["baseline_s"] > 0 and r["candidate_s"] > 0 and r["target_ratio"] == 1.3
         assert r["ratio"] == pytest.approx(r["candidate_s"] / r["baseline_s"])
     assert json.loads((tmp_path / "b.json").read_text())["rows"] == res["rows"]
+
+
+def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
+    """A run killed mid-generation continues from its last checkpoint (search history included) and ends
+    exactly where an uninterrupted run does."""
+    from tessera.experiments import muir_synthetic as ms
+    cfg = MuirConfig.synthetic(n_init=4, n_generations=6, n_iter=5, n_final=10)
+    val = [1, 3, 8, 6, 14]
+    ref = ms.train(ms.build(_fake_data(), 1, cfg, val), cfg)
+
+    def kill(self, trainer, step, logs):
+        if step == 23:                                                  # mid-generation, after the step-21 checkpoint
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ms.History, "on_step_end", kill, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        ms.train(ms.build(_fake_data(), 1, cfg, val), cfg, out_dir=tmp_path, checkpoint_every=7)
+    monkeypatch.undo()
+    steps = []
+    monkeypatch.setattr(ms.History, "on_step_start", lambda self, tr, step: steps.append(step), raising=False)
+    again = ms.train(ms.build(_fake_data(), 1, cfg, val), cfg, out_dir=tmp_path, checkpoint_every=7)
+    assert steps[0] == 21 and len(steps) == ms.search_steps(cfg) - 21
+    assert torch.equal(again["psi"], ref["psi"]) and len(ref["psi"]) == cfg.n_generations + 1
+    assert torch.equal(again["muir"], ref["muir"]) and torch.equal(again["stl"], ref["stl"])
+    steps.clear()
+    done = ms.train(ms.build(_fake_data(), 1, cfg, val), cfg, out_dir=tmp_path, checkpoint_every=7)  # finished: reused
+    assert steps == [] and torch.equal(done["psi"], ref["psi"]) and torch.equal(done["muir"], ref["muir"])
