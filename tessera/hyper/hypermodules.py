@@ -263,9 +263,10 @@ class HyperGenerator(WeightGenerator):
         K = self.bank.num_modules
         for key in ("psi0", "cand"):
             v = state_dict[prefix + key]
-            if v.numel() and (int(v.max()) >= K or int(v.min()) < 0):
-                raise CheckpointError(f"checkpoint {prefix}{key} refers to hypermodule {int(v.max())} but the bank "
-                                      f"has {K}; the checkpoint belongs to another reparameterization")
+            bad = v[(v < 0) | (v >= K)] if v.numel() else v
+            if bad.numel():
+                raise CheckpointError(f"checkpoint {prefix}{key} refers to hypermodule {int(bad[0])} but the bank "
+                                      f"has ids 0..{K - 1}; the checkpoint belongs to another reparameterization")
         if prefix + "adapter" in state_dict and self.adapter is None:   # a checkpoint with parallel adapters
             self.add_adapter()
         if prefix + "plain" in state_dict and self.plain is None:  # a compacted checkpoint: take its structure
