@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ..core import mix
 from ..experiments import RunOptions
-from ..hyper import AlignmentSearch, MuirConfig, MuirSearch, reparameterize
+from ..hyper import MuirConfig, MuirSearch, reparameterize
+from ..hyper.search import AlignmentSearch
 from ..results import Report
 from ..threads import intra_op_threads
 from ..train import Task, Trainer, TrainConfig

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..hyper import MuirConfig, MuirModels, MuirSearch, TaskGroup, reparameterize, search_steps, vectorize
+from ..hyper import MuirConfig, MuirModels, MuirSearch, reparameterize, search_steps, vectorize
+from ..hyper.vectorize import TaskGroup
 from ..hyper.accounting import same_partition
 from ..results import Report
 from ..threads import intra_op_threads

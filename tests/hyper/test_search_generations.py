@@ -86,7 +86,7 @@ def test_scores_are_reset_to_eq_12_at_every_generation():
 
 def test_search_state_and_init_errors():
     from tessera.errors import ConfigError
-    from tessera.hyper import AlignmentSearch
+    from tessera.hyper.search import AlignmentSearch
     s = AlignmentSearch(4, lam=1, seed=7)
     s.select(s.propose(s.init_alignment()), torch.zeros(4, 2))
     st = s.state_dict()

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from tessera.errors import ConfigError, ShapeError
-from tessera.hyper import WeightView, export, find_targets, register_view, reparameterize, unregister_view
+from tessera.hyper import export, find_targets, register_view, reparameterize
+from tessera.hyper.views import WeightView, unregister_view
 from tessera.hyper.decompose import decompose
 from tessera.hyper.views import plan_view
 

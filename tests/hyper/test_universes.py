@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from tessera.hyper import AlignmentSearch, MuirSearch, reparameterize, search_steps
+from tessera.hyper import MuirSearch, reparameterize, search_steps
+from tessera.hyper.search import AlignmentSearch
 from tessera.train import Task, Trainer, TrainConfig
 
 
