@@ -6,6 +6,7 @@ from torch import nn
 
 from tessera.errors import CheckpointError
 from tessera.hyper import reparameterize
+from tessera.hyper.sharing import add_adapters
 
 G = "tasks.0.generator."
 
@@ -52,3 +53,39 @@ def test_a_state_without_the_alignment_is_refused(key):
     del sd[G + key]
     with pytest.raises(CheckpointError, match=rf"^checkpoint lacks tasks\.0\.generator\.{key} \(the alignment"):
         _muir().load_state_dict(sd)
+
+
+def test_a_generator_loaded_on_its_own_is_named_model():
+    sd = _muir()[0].generator.state_dict()
+    sd["layout"] = sd["layout"].flip(0)
+    with pytest.raises(CheckpointError, match=r"^checkpoint model was made for another location table \(L=4, "):
+        _muir()[0].generator.load_state_dict(sd)
+
+
+def test_strict_loading_still_reports_unexpected_missing_and_mis_sized_entries():
+    sd = _sd()
+    sd[G + "bogus"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "tasks\.0\.generator\.bogus"'):
+        _muir().load_state_dict(sd)
+    assert _muir().load_state_dict(sd, strict=False).unexpected_keys == [G + "bogus"]
+    sd = _sd()
+    del sd[G + "scores"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "tasks\.0\.generator\.scores"'):
+        _muir().load_state_dict(sd)
+    sd = _sd(z=lambda t: torch.zeros(len(t), 2))
+    with pytest.raises(RuntimeError, match=r"size mismatch for tasks\.0\.generator\.z: copying a param with "
+                                           r"shape torch\.Size\(\[4, 2\]\)"):
+        _muir().load_state_dict(sd)
+
+
+def test_a_checkpoint_with_parallel_adapters_loads_into_a_model_without():
+    a = add_adapters(_muir())
+    with torch.no_grad():
+        for g in a.generators:
+            g.adapter.normal_()
+    b = _muir()
+    b.vectorize(False)                       # adapters leave the vectorized groups
+    b.load_state_dict(a.state_dict())
+    for ga, gb in zip(a.generators, b.generators):
+        assert gb.adapter is not None and torch.equal(gb.adapter, ga.adapter)
+        assert torch.equal(gb.blocks(), ga.blocks())
