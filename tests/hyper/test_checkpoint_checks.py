@@ -11,10 +11,10 @@ from tessera.hyper.sharing import add_adapters
 G = "tasks.0.generator."
 
 
-def _muir():
+def _muir(context=1):
     torch.manual_seed(0)
     nets = [nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)) for _ in range(2)]
-    return reparameterize(nets, block=(4, 4), context=1, lam=1, verbose=False)
+    return reparameterize(nets, block=(4, 4), context=context, lam=1, verbose=False)
 
 
 def _sd(**change):
@@ -84,8 +84,22 @@ def test_a_checkpoint_with_parallel_adapters_loads_into_a_model_without():
         for g in a.generators:
             g.adapter.normal_()
     b = _muir()
-    b.vectorize(False)                       # adapters leave the vectorized groups
+    assert b.group_members == [[0, 1]]                 # vectorized: its batched forward knows no adapters
     b.load_state_dict(a.state_dict())
     for ga, gb in zip(a.generators, b.generators):
         assert gb.adapter is not None and torch.equal(gb.adapter, ga.adapter)
         assert torch.equal(gb.blocks(), ga.blocks())
+    x = torch.randn(3, 4)
+    assert b.group_members == [] and all(torch.equal(p, q) for p, q in zip(b([x, x]), a([x, x])))
+
+
+def test_a_compacted_checkpoint_loads_into_a_vectorized_model():
+    a = _muir(context=2)
+    with torch.no_grad():
+        a.bank.H.normal_()
+    a.fix_alignment(torch.tensor([0, 0, 0, 0, 0, 0, 6, 7]))        # hypermodules 6 and 7 used once (< c = 2)
+    assert a.compact() == 2
+    b = _muir(context=2)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 4)
+    assert b.group_members == [] and all(torch.equal(p, q) for p, q in zip(b([x, x]), a([x, x])))
