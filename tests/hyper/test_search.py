@@ -219,3 +219,12 @@ def test_initial_scores_by_eq12():
     assert torch.equal(AlignmentSearch(3, lam=0).initial_scores(alpha=0.5), torch.zeros(3, 1))   # no challengers
     assert AlignmentSearch(3, lam=2).initial_scores(dtype=torch.float64).dtype == torch.float64
 
+
+def test_module_groups_given_and_a_universe_without_hypermodules_refused():
+    # hypermodules 4, 5 form a universe without locations (never sampled); 0-1 and 2-3 serve two universes
+    s = AlignmentSearch(4, num_modules=6, eps=0.2, groups=torch.tensor([0, 0, 1, 1]),
+                        module_groups=torch.tensor([0, 0, 1, 1, 2, 2]), seed=1)
+    mods = s.sample_modules(torch.tensor([0, 0, 2, 2]), torch.tensor([0, 1]).repeat(5000), 1).view(5000, 2)
+    assert set(mods[:, 0].tolist()) == {0, 1} and set(mods[:, 1].tolist()) == {2, 3}
+    with pytest.raises(ConfigError, match=r"^group\(s\) \[7\] have locations but no hypermodule in module_groups; "):
+        AlignmentSearch(3, num_modules=2, groups=torch.tensor([0, 7, 7]), module_groups=torch.tensor([0, 0]))
