@@ -179,3 +179,15 @@ def test_a_generator_built_by_hand_without_aliases(monkeypatch):
     w = net[1].weight.detach().clone()
     g.load_blocks(g.decompose_weights([w], [t.plan]))
     assert torch.equal(g.materialize()[0], w)
+
+
+def test_the_generators_state_is_made_on_the_models_device():
+    """Models on another device than the CPU (here "meta", which needs no accelerator): the bank, every
+    generator's saved state and its writer's gather indices are created there (c = 0 and c > 0)."""
+    for c in (0, 2):
+        nets = [nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)).to("meta") for _ in range(2)]
+        muir = reparameterize(nets, block=(4, 4), context=c, verbose=False, vectorize=False)
+        for g in muir.generators:
+            assert {k: v.device.type for k, v in g.state_dict().items()} == dict.fromkeys(
+                ["bank.H", "z", "scores", "psi0", "cand", "merging", "layout", "spec"], "meta"), c
+            assert all(s.index.device.type == "meta" for s in g.writer.slots)
