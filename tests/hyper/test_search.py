@@ -123,6 +123,8 @@ def test_defaults_are_muir_configs_and_bad_settings_are_named():
         AlignmentSearch(4, selection="best")
     with pytest.raises(ShapeError, match=r"^groups must have shape \(4,\), got \(3,\)$"):
         AlignmentSearch(4, groups=torch.zeros(3))
+    with pytest.raises(ShapeError, match=r"^pass module_groups \(5,\) when K != L and groups are given$"):
+        AlignmentSearch(4, num_modules=5, groups=torch.zeros(4))
     with pytest.raises(ShapeError, match=r"^module_groups must have shape \(5,\), got \(4,\)$"):
         AlignmentSearch(4, num_modules=5, groups=torch.zeros(4), module_groups=torch.zeros(4))
     with pytest.raises(ShapeError, match=r"^psi0 has 5 entries for 4 locations$"):
@@ -227,4 +229,4 @@ def test_module_groups_given_and_a_universe_without_hypermodules_refused():
     mods = s.sample_modules(torch.tensor([0, 0, 2, 2]), torch.tensor([0, 1]).repeat(5000), 1).view(5000, 2)
     assert set(mods[:, 0].tolist()) == {0, 1} and set(mods[:, 1].tolist()) == {2, 3}
     with pytest.raises(ConfigError, match=r"^group\(s\) \[7\] have locations but no hypermodule in module_groups; "):
-        AlignmentSearch(3, num_modules=2, groups=torch.tensor([0, 7, 7]), module_groups=torch.tensor([0, 0]))
+        AlignmentSearch(2, num_modules=2, groups=torch.tensor([0, 7]), module_groups=torch.tensor([0, 0]))
