@@ -68,6 +68,7 @@ class MuirModels(GroupedTasks):
         self.targets = [list(t) for t in targets]     # per model: "module.param" of each decomposed weight
         self._link_alignment()
         self.vectorize(vectorize)
+        self.register_load_state_dict_post_hook(GroupedTasks._leave_groups_after_load)
 
     # -- container ------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> GeneratedModel:

@@ -99,6 +99,13 @@ class GroupedTasks(nn.Module):
                 self.group_members.append(members)
         return [list(m) for m in self.group_members]
 
+    def _leave_groups_after_load(self, incompatible_keys: Any = None) -> None:
+        """A loaded checkpoint can give tasks parallel adapters or compacted locations, which the batched
+        forward of a group does not apply: such tasks leave their groups (as :meth:`vectorize` "auto")."""
+        grouped = [i for members in self.group_members for i in members]
+        if any(why_not_vectorizable(self.tasks[i]) is not None for i in grouped):
+            self.vectorize("auto")
+
     def _run_groups(self, inputs: Sequence[Any]) -> list[Any]:
         outs: list[Any] = [None] * len(self.tasks)
         for grp, members in zip(self.task_groups, self.group_members):

@@ -84,6 +84,10 @@ class AlignmentSearch:
         self._need = torch.ceil(self.p * self.group_size.double()).long()          # (G,) ceil(p * L_g)
         self._mod_order = torch.sort(self.module_groups, stable=True).indices      # hypermodules sorted by group
         self._mod_count = torch.bincount(self.module_groups, minlength=self.G)    # (G,)
+        empty = uniq[(self.group_size > 0) & (self._mod_count == 0)]
+        if empty.numel():
+            raise ConfigError(f"group(s) {empty.tolist()} have locations but no hypermodule in module_groups; "
+                              f"give every universe of groups at least one hypermodule")
         self._mod_start = torch.cumsum(self._mod_count, 0) - self._mod_count       # (G,)
         self.frozen: Tensor | None = None      # (L,) bool: locations that never get challengers
         self.random_pick: Tensor | None = None  # (L,) bool: locations that select a random candidate
