@@ -55,10 +55,13 @@ _PAPER_TASK = {"L": "LeNet, CIFAR-10 error %", "S": "LSTM, WikiText-2 perplexity
 
 
 def verdict(a: Sequence[float], b: Sequence[float], lower_is_better: bool) -> dict[str, Any]:
-    """Is A better than B? Paired per-seed differences (+ = A better): mean, std error and the verdict."""
+    """Is A better than B? Paired per-seed differences (+ = A better): mean, std error and the verdict
+    (none from a single seed)."""
     sign = -1.0 if lower_is_better else 1.0
     d = [sign * (x - y) for x, y in zip(a, b)]
     m, se = mean_stderr(d)
+    if len(d) < 2:      # one seed has no std error: no verdict
+        return {"diff_mean": m, "diff_stderr": float("nan"), "diffs": d, "verdict": "untested (one seed)"}
     word = "holds" if m > 2 * se and m > 0 else "does not hold" if m < -2 * se and m < 0 else "within noise"
     return {"diff_mean": m, "diff_stderr": se, "diffs": d, "verdict": word}
 

@@ -25,6 +25,7 @@ def test_verdict_rule():
     assert mt.verdict([1.0, 1.1, 0.9], [2.0, 2.0, 2.0], lower_is_better=False)["verdict"] == "does not hold"
     v = mt.verdict([1.0, 3.0, 2.0], [2.0, 2.0, 2.1], lower_is_better=True)      # diffs 1, -1, 0.1
     assert v["verdict"] == "within noise" and v["diffs"] == pytest.approx([1.0, -1.0, 0.1])
+    assert mt.verdict([1.0], [2.0], lower_is_better=True)["verdict"] == "untested (one seed)"   # no std error
     assert v["diff_mean"] == pytest.approx(0.1 / 3) and v["diff_stderr"] == pytest.approx((1.0033 / 3) ** 0.5, rel=1e-3)
 
 
