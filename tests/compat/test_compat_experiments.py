@@ -2,8 +2,10 @@
 wiring (App. E's recipe reaches the engine), a killed experiment resuming, and the demo."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import torch
 
 from tessera.experiments import EXPERIMENTS, RunOptions
 from tessera.experiments import compat_controls as cc
@@ -133,3 +135,32 @@ def test_heads_quick_every_reference(tmp_path, monkeypatch):
     swapped = rows[("fashion_mnist 5->10 classes, reference mobilenet", "mobilenet (reference) + updated shared head")]
     assert ref["paper"] == 91.7 and swapped["paper"] is None and ref["trained_params"] == swapped["trained_params"]
     assert "6 inverted residual blocks of expansion 6" in d["config"]["head"]
+
+
+def test_heads_upper_bound_pairs_each_alone_trained_extractor_with_its_own_head(tmp_path, monkeypatch):
+    """The upper bound (each architecture trained alone on all 10 classes) is measured on the extractors
+    trained with those heads, not on the joint phase's extractors (a bug that reported ~10-30%)."""
+    from tessera.compat.measure import TestSet
+    from tessera.experiments import compat_heads as ch
+
+    alone, calls = {}, []
+    real_train, real_matrix = ch.train_joint, ch.recombination_matrix
+
+    def train_spy(members, *a, out_dir=None, **kw):
+        if out_dir is not None and Path(out_dir).name.startswith("alone_"):
+            alone[id(members[0].head)] = members[0].extractor
+        return real_train(members, *a, out_dir=out_dir, **kw)
+
+    def matrix_spy(exts, heads, *a, **kw):
+        calls.append((list(exts), list(heads)))
+        return real_matrix(exts, heads, *a, **kw)
+    monkeypatch.setattr(ch, "train_joint", train_spy)
+    monkeypatch.setattr(ch, "recombination_matrix", matrix_spy)
+    b = replace(ch.BUDGETS["quick"], steps=2, head_steps=2, ub_steps=2)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(200, 1, b.size, b.size, generator=g), torch.arange(200) % 10   # > one batch of 64 per phase
+    test = TestSet(x[:20], y[:20], [str(i) for i in range(10)])
+    out = ch._unit(tmp_path, (x, y, test), b, 0, torch.device("cpu"))
+    exts, heads = next(c for c in calls if all(id(h) in alone for h in c[1]))
+    assert len(heads) == 3 and [alone[id(h)] for h in heads] == exts          # extractor i with its own head
+    assert len(out["upper_bound"]) == 3
