@@ -202,3 +202,129 @@ def test_multitask_variants_table8():
         assert net(X, task="b").shape == (4, 10)
     with pytest.raises(ConfigError, match="num_templates"):
         multitask_model("mixture", tasks, depth=4, **SMALL)
+
+
+def _bn_block():
+    return nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+
+
+def test_new_tasks_start_from_the_documented_init():
+    """Task i's "random" logits are N(0, init_std) drawn from seed + i; patches start at the prototype's
+    gamma / beta, statistics at 0 / 1, the head at N(0, 0.01) weights and zero bias; a fixed signature gives
+    frozen one-hot logits."""
+    net = MixtureNet(_bn_block, num_templates=3, depth=2, tasks={"a": 50, "b": 50}, embed_dim=16, bn="patch",
+                     init_std=2.0, seed=5)
+    for i, t in enumerate(("a", "b")):
+        ref = torch.randn(2, 3, generator=torch.Generator().manual_seed(5 + i)) * 2.0
+        assert torch.equal(net.mixture[t].detach(), ref) and net.mixture[t].requires_grad
+        assert torch.equal(net.patches[t].detach(), torch.tensor([[1.0] * 4 + [0.0] * 4] * 2))
+        assert torch.equal(getattr(net.stats, t), torch.tensor(([0.0] * 4 + [1.0] * 4) * 2))
+        w = net.heads[t].weight.detach()
+        assert w.shape == (50, 16) and 0.008 < w.std().item() < 0.012 and abs(w.mean().item()) < 0.002
+        assert torch.equal(net.heads[t].bias.detach(), torch.zeros(50))
+    fixed = MixtureNet(_bn_block, num_templates=3, depth=2, tasks=["a"], signature=[2, 0])
+    assert torch.equal(fixed.mixture["a"].detach(), torch.tensor([[-1e4, -1e4, 0.0], [0.0, -1e4, -1e4]]))
+    assert not fixed.mixture["a"].requires_grad and isinstance(fixed.heads["a"], nn.Identity)
+
+
+def test_add_task_from_another_copies_its_state_and_can_override_the_logits():
+    net = MixtureNet(_bn_block, num_templates=2, depth=2, tasks={"a": 3}, embed_dim=4, bn="patch")
+    with torch.no_grad():
+        net.mixture["a"].copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        net.patches["a"].copy_(torch.arange(16.0).reshape(2, 8))
+        getattr(net.stats, "a").copy_(torch.arange(16.0) + 100)
+        net.heads["a"].weight.fill_(0.5), net.heads["a"].bias.fill_(-1.0)
+    net.mixture["a"].requires_grad_(False)                             # a frozen task stays frozen in its copy
+    net.add_task("b", 3, from_task="a", copy_head=True)
+    assert torch.equal(net.mixture["b"], torch.tensor([[1.0, 2.0], [3.0, 4.0]])) and not net.mixture["b"].requires_grad
+    assert torch.equal(net.patches["b"].detach(), torch.arange(16.0).reshape(2, 8))
+    assert torch.equal(getattr(net.stats, "b"), torch.arange(16.0) + 100)
+    assert torch.equal(net.heads["b"].weight, torch.full((3, 4), 0.5)) and torch.equal(net.heads["b"].bias,
+                                                                                      torch.full((3,), -1.0))
+    with torch.no_grad():                                              # copies, not shared tensors
+        net.patches["a"].zero_(), getattr(net.stats, "a").zero_()
+    assert net.patches["b"].sum() == 120 and getattr(net.stats, "b").sum() == 16 * 100 + 120
+    net.add_task("c", 3, from_task="a")                                # without copy_head: a new head
+    assert torch.equal(net.heads["c"].bias, torch.zeros(3)) and net.heads["c"].weight.abs().max() < 0.1
+    logits = torch.tensor([[0.0, 9.0], [9.0, 0.0]])
+    net.add_task("d", None, from_task="a", mixture_logits=logits)
+    assert torch.equal(net.mixture["d"], logits) and torch.equal(net.patches["d"], net.patches["b"] * 0)
+    net.add_task("e", None, mixture_logits=logits)
+    assert net.mixture["e"].requires_grad and isinstance(net.heads["e"], nn.Identity)
+    with pytest.raises(ShapeError, match=r"^cannot copy the head of 'a' into 'f': different outputs$"):
+        net.add_task("f", 2, from_task="a", copy_head=True)
+    with pytest.raises(ShapeError, match=r"^mixture_logits for task 'g' have shape \(2, 3\); expected \(L, K\) = "
+                                         r"\(2, 2\)$"):
+        net.add_task("g", mixture_logits=torch.zeros(2, 3))
+
+
+def test_add_task_and_the_constructor_refuse_bad_input_in_one_line():
+    net = MixtureNet(_bn_block, num_templates=2, depth=1, tasks={"a": 1}, embed_dim=4)   # depth 1, 1 class: fine
+    assert net(torch.randn(2, 4)).shape == (2, 1)
+    cases = [
+        (lambda: net.add_task("a b", 2), ConfigError,
+         r"^task name 'a b' must be non-empty letters, digits, '_' or '-'; rename it$"),
+        (lambda: net.add_task("", 2), ConfigError, r"^task name '' must be non-empty"),
+        (lambda: net.add_task("a", 2), ConfigError, r"^task 'a' already exists; pick another name$"),
+        (lambda: net.add_task("copy", 2), ConfigError,          # a ParameterDict method (not a ModuleDict one)
+         r"^task name 'copy' clashes with a module attribute; rename the task$"),
+        (lambda: net.add_task("training", 2), ConfigError, r"^task name 'training' clashes"),
+        (lambda: net.add_task("b", 2, from_task="zz"), ConfigError,
+         r"^unknown task 'zz'; the model has tasks: a; add it with add_task\('zz', ...\)$"),
+        (lambda: net.add_task("b", 0), ConfigError,
+         r"^task 'b': num_classes must be a positive int \(or None: no head\), got 0$"),
+        (lambda: net.add_task("b", True), ConfigError, r"^task 'b': num_classes must be a positive int .*got True$"),
+        (lambda: net.add_task("b", 2.0), ConfigError, r"^task 'b': num_classes must be a positive int .*got 2.0$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=1, tasks={"a": 3}), ConfigError,
+         r"^task 'a' has 3 classes but the model has no embed_dim; pass embed_dim \(the output adapter's width\)$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=0, tasks=["a"]), ConfigError,
+         r"^depth must be an int >= 1, got 0$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=2.0, tasks=["a"]), ConfigError,
+         r"^depth must be an int >= 1, got 2.0$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=2, tasks=["a"], bn="batch"), ConfigError,
+         r"^unknown bn mode 'batch'; choose one of: layer, mixed, patch$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=2, tasks=["a"], block_input="sum"), ConfigError,
+         r"^unknown block_input 'sum'; choose one of: none, add, concat$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=2, tasks=[]), ConfigError,
+         r"^a MixtureNet needs at least one task; pass tasks=\{'name': num_classes\}$"),
+    ]
+    for fn, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            fn()
+    assert net.tasks == ["a"] and list(net.heads) == ["a"]           # a refused task leaves nothing behind
+    net.add_task("b", 2)
+
+
+def test_a_refused_add_task_leaves_no_half_added_task():
+    """Regression: a bad num_classes, a missing embed_dim or an incompatible copy_head used to raise after the
+    task's logits were registered, leaving a task without head or statistics (forward(task=) then failed)."""
+    net = MixtureNet(_bn_block, num_templates=2, depth=1, tasks={"a": 3}, embed_dim=4)
+    plain = MixtureNet(_bn_block, num_templates=2, depth=1, tasks=["a"])
+    for fn in (lambda: net.add_task("b", 0), lambda: net.add_task("b", 2, from_task="a", copy_head=True),
+               lambda: plain.add_task("b", 3)):
+        with pytest.raises((ConfigError, ShapeError)):
+            fn()
+    assert net.tasks == plain.tasks == ["a"] and not hasattr(net.stats, "b") and "b" not in net.heads
+    net.add_task("b", 3, from_task="a", copy_head=True)
+    assert net(torch.randn(2, 4), task="b").shape == (2, 3)
+
+
+def test_blocks_are_probed_once_at_the_first_forward():
+    """The first forward checks the blocks (a shape-changing block: one-line ShapeError, not a matmul error deep
+    in the body); later forwards do not run the probe again."""
+    wide = MixtureNet(lambda: nn.Linear(4, 8), num_templates=1, depth=1, tasks=["a"])
+    with pytest.raises(ShapeError, match=r"^block of MixtureNet \(Linear\) maps an input of shape \(3, 4\) to \(3, 8\)"):
+        wide(torch.randn(3, 4))
+    calls = []
+
+    class Counted(nn.Linear):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    net = MixtureNet(lambda: Counted(4, 4), num_templates=2, depth=2, tasks=["a"])
+    net(torch.randn(3, 4))
+    assert len(calls) == 3                                             # probe of block 0, then 2 layers
+    net(torch.randn(3, 4))
+    assert len(calls) == 5
+    assert net.extra_repr() == "depth=2, K=2, bn='layer', block_input='none', tasks=['a']"
