@@ -315,6 +315,10 @@ def test_blocks_are_probed_once_at_the_first_forward():
     wide = MixtureNet(lambda: nn.Linear(4, 8), num_templates=1, depth=1, tasks=["a"])
     with pytest.raises(ShapeError, match=r"^block of MixtureNet \(Linear\) maps an input of shape \(3, 4\) to \(3, 8\)"):
         wide(torch.randn(3, 4))
+    adapted = MixtureNet(lambda: nn.Linear(4, 4), num_templates=1, depth=1, tasks=["a"], input_adapter=nn.Linear(3, 4))
+    with pytest.raises(ShapeError, match=r"^the input adapter fails on an input of shape \(2, 5\): mat1 and mat2 shapes "
+                                         r"cannot be multiplied \(2x5 and 3x4\); give inputs the input adapter accepts$"):
+        adapted(torch.randn(2, 5))
     calls = []
 
     class Counted(nn.Linear):
