@@ -332,3 +332,24 @@ def test_blocks_are_probed_once_at_the_first_forward():
     net(torch.randn(3, 4))
     assert len(calls) == 5
     assert net.extra_repr() == "depth=2, K=2, bn='layer', block_input='none', tasks=['a']"
+
+
+def test_init_isometric_block_and_the_from_isometric_defaults():
+    """init_isometric_block: He fan-out conv weights, zero conv biases, unit / zero norm affine (norms without
+    affine left alone); from_isometric's documented defaults (one task "main" from an int)."""
+    from tessera.mixture.network import init_isometric_block
+    torch.manual_seed(0)
+    blk = nn.Sequential(nn.Conv2d(16, 64, 3), nn.BatchNorm2d(64), nn.GroupNorm(4, 64, affine=False))
+    with torch.no_grad():
+        blk[0].bias.fill_(1.0), blk[1].weight.fill_(3.0), blk[1].bias.fill_(2.0)
+    init_isometric_block(blk)
+    assert torch.equal(blk[0].bias, torch.zeros(64))
+    assert torch.equal(blk[1].weight, torch.ones(64)) and torch.equal(blk[1].bias, torch.zeros(64))
+    std = (2.0 / (64 * 9)) ** 0.5                                      # fan_out = out_channels * kernel area
+    assert abs(blk[0].weight.std().item() / std - 1) < 0.03            # fan_in would give 2x this std
+    net = MixtureNet.from_isometric(3, num_templates=1, depth=1)
+    assert net.tasks == ["main"] and net.heads["main"].out_features == 3
+    assert (net.in_chans, net.channels, net.patch, net.embed_dim, net.channels_last) == (1, 24, 2, 256, True)
+    assert net.input_adapter.conv.stride == (2, 2) and net.dropout.p == 0.2
+    with pytest.raises(ShapeError, match=r"^coeff has shape \(2, 1\); expected \(L, K\) = \(1, 1\)$"):
+        net(torch.rand(1, 1, 4, 4), coeff=torch.ones(2, 1))
