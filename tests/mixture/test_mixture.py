@@ -351,5 +351,10 @@ def test_init_isometric_block_and_the_from_isometric_defaults():
     assert net.tasks == ["main"] and net.heads["main"].out_features == 3
     assert (net.in_chans, net.channels, net.patch, net.embed_dim, net.channels_last) == (1, 24, 2, 256, True)
     assert net.input_adapter.conv.stride == (2, 2) and net.dropout.p == 0.2
+    rgb = MixtureNet.from_isometric(2, num_templates=1, depth=1, in_chans=3, act_layer=nn.ReLU, **SMALL)
+    assert rgb.input_adapter.conv.in_channels == 3 and rgb(torch.rand(2, 3, 8, 8)).shape == (2, 2)
+    acts = [type(m) for m in rgb.modules() if isinstance(m, (nn.ReLU, nn.Hardswish))]
+    assert set(acts) == {nn.ReLU} and isinstance(rgb.input_adapter.act, nn.ReLU)          # adapters and blocks
+    assert isinstance(rgb.output_adapter.act1, nn.ReLU) and isinstance(rgb.output_adapter.act2, nn.ReLU)
     with pytest.raises(ShapeError, match=r"^coeff has shape \(2, 1\); expected \(L, K\) = \(1, 1\)$"):
         net(torch.rand(1, 1, 4, 4), coeff=torch.ones(2, 1))
