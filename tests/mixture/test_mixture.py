@@ -356,5 +356,7 @@ def test_init_isometric_block_and_the_from_isometric_defaults():
     acts = [type(m) for m in rgb.modules() if isinstance(m, (nn.ReLU, nn.Hardswish))]
     assert set(acts) == {nn.ReLU} and isinstance(rgb.input_adapter.act, nn.ReLU)          # adapters and blocks
     assert isinstance(rgb.output_adapter.act1, nn.ReLU) and isinstance(rgb.output_adapter.act2, nn.ReLU)
+    with pytest.raises(ConfigError, match=r"^unknown block_input 'sum'; choose one of: none, add, concat$"):
+        MixtureNet.from_isometric(2, num_templates=1, depth=1, block_input="sum", **SMALL)   # MixtureNet's words
     with pytest.raises(ShapeError, match=r"^coeff has shape \(2, 1\); expected \(L, K\) = \(1, 1\)$"):
         net(torch.rand(1, 1, 4, 4), coeff=torch.ones(2, 1))
