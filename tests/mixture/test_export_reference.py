@@ -272,3 +272,94 @@ def test_probe_block_errors_name_the_block_and_restore_training_flags():
     seq[0].eval()                                                      # mixed flags come back as they were
     probe_block(seq, (x,))
     assert [m.training for m in seq.modules()] == [True, False, True]
+
+
+def test_template_bank_layouts_by_hand():
+    """Layouts (names, shapes, offsets), initial norm affine and statistics, init applied to every template."""
+    from tessera.mixture import TemplateBank
+    from tessera.mixture.templates import ParamSpec
+    block = lambda: torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))      # noqa: E731
+    seen = []
+
+    def init(t):
+        seen.append(t)
+        torch.nn.init.constant_(t[0].weight, len(seen))
+
+    bank = TemplateBank(block, 2, init=init)
+    assert [(s.name, s.shape, s.offset, s.numel) for s in bank.layout] == [("0.weight", (3, 2), 0, 6),
+                                                                           ("0.bias", (3,), 6, 3)]
+    assert [(s.name, s.offset) for s in bank.norm_layout] == [("1.weight", 0), ("1.bias", 3)]
+    assert [(s.module, s.attr, s.offset) for s in bank.stats_layout] == [("1", "running_mean", 0),
+                                                                         ("1", "running_var", 3)]
+    assert len(seen) == 2 and bank.numel == 9 and bank.weight.shape == (2, 9)
+    assert torch.equal(bank.weight[:, :6], torch.tensor([[1.0] * 6, [2.0] * 6]))
+    assert torch.equal(bank.norm_init, torch.tensor([1.0, 1, 1, 0, 0, 0]))
+    assert torch.equal(bank.stats_init, torch.tensor([0.0, 0, 0, 1, 1, 1]))
+    assert bank.extra_repr() == "K=2, P=9, tensors=2, mixed_norm=False"
+    mixed = TemplateBank(block, 1, mixed_norm=True)
+    assert [(s.name, s.offset) for s in mixed.layout] == [("0.weight", 0), ("0.bias", 6), ("1.weight", 9),
+                                                          ("1.bias", 12)]
+    assert mixed.norm_layout == () and mixed.norm_init.shape == (0,)
+    assert ParamSpec("", "weight", (), 0).name == "weight" and ParamSpec("", "weight", (), 0).numel == 1
+
+
+def test_template_bank_refuses_bad_blocks_in_one_line():
+    from tessera.errors import ConfigError, ShapeError
+    from tessera.mixture import TemplateBank
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(2, 2)
+            self.b = self.a
+
+    widths = iter([True, False])
+    cases = [
+        (lambda: TemplateBank(5, 2), ConfigError, r"^block must be an nn\.Module or a factory returning one, got int$"),
+        (lambda: TemplateBank(lambda: 3, 2), ConfigError,
+         r"^block factory returned int for template 0; return an nn\.Module$"),
+        (lambda: TemplateBank(torch.nn.Linear(2, 2), True), ConfigError,
+         r"^num_templates must be an int >= 1, got True; use K=1 or more templates$"),
+        (lambda: TemplateBank(torch.nn.Linear(2, 2), 0), ConfigError, r"^num_templates must be an int >= 1, got 0;"),
+        (lambda: TemplateBank(Tied(), 1), ShapeError, r"^block parameters a\.weight and b\.weight are one tensor "
+                                                      r"\(tied\); template mixing needs untied parameters, untie them"),
+        (lambda: TemplateBank(torch.nn.ReLU(), 1), ShapeError, r"^ReLU has no parameters to mix; pass a block with "
+                                                               r"weights$"),
+        (lambda: TemplateBank(torch.nn.LazyLinear(2), 1), ShapeError,
+         r"^block has uninitialized lazy parameters \(root: LazyLinear\); run it once on an example input or give "
+         r"the layer explicit sizes before building templates$"),
+        (lambda: TemplateBank(lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LazyLinear(2)), 1),
+         ShapeError, r"^block has uninitialized lazy parameters \(1: LazyLinear\);"),
+        (lambda: TemplateBank(lambda: torch.nn.Linear(2, 2, bias=next(widths)), 2), ShapeError,
+         r"^template 1 has parameter \[\] where template 0 has \[\('bias', \(2,\)\)\]; a template bank needs K blocks "
+         r"of one architecture \(same names and shapes\)$"),
+    ]
+    for fn, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            fn()
+    assert TemplateBank(torch.nn.Linear(2, 2), 1).num_templates == 1
+
+
+def test_adapter_statistics_are_per_task_and_start_at_the_adapters_own():
+    """BN statistics of the adapters live in stats[task] after the blocks' (``adapter_stats`` names them); a task
+    starts at the adapter's statistics at construction; a forward in train mode moves the active task's only, by
+    BN's rule (momentum 0.1, unbiased variance) computed here by hand."""
+    inp = torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        inp.running_mean.fill_(5.0)
+    out = torch.nn.Sequential(torch.nn.Identity(), torch.nn.BatchNorm1d(4, track_running_stats=False),
+                              torch.nn.BatchNorm1d(4))
+    net = MixtureNet(lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)), num_templates=2,
+                     depth=2, tasks=["a", "b"], input_adapter=inp, output_adapter=out)
+    assert net.adapter_stats == [("input_adapter", "running_mean", 16, 4), ("input_adapter", "running_var", 20, 4),
+                                 ("output_adapter.2", "running_mean", 24, 4), ("output_adapter.2", "running_var", 28, 4)]
+    start = torch.tensor([0.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4 + [5.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4)
+    assert torch.equal(getattr(net.stats, "a"), start) and torch.equal(getattr(net.stats, "b"), start)
+    x = torch.randn(8, 4)
+    net.train()
+    net(x, task="b")
+    b = getattr(net.stats, "b")
+    torch.testing.assert_close(b[16:20], 0.9 * 5.0 + 0.1 * x.mean(0))
+    torch.testing.assert_close(b[20:24], 0.9 + 0.1 * x.var(0, unbiased=True))
+    assert torch.equal(getattr(net.stats, "a"), start) and not torch.equal(b[:8], start[:8])
+    assert net.input_adapter.running_mean.data_ptr() == b[16:].data_ptr()          # bound as views

@@ -360,3 +360,17 @@ def test_init_isometric_block_and_the_from_isometric_defaults():
         MixtureNet.from_isometric(2, num_templates=1, depth=1, block_input="sum", **SMALL)   # MixtureNet's words
     with pytest.raises(ShapeError, match=r"^coeff has shape \(2, 1\); expected \(L, K\) = \(1, 1\)$"):
         net(torch.rand(1, 1, 4, 4), coeff=torch.ones(2, 1))
+
+
+def test_an_example_batch_probes_the_blocks_at_construction():
+    with pytest.raises(ShapeError, match=r"^block of MixtureNet \(Linear\) maps an input of shape \(2, 4\) to \(2, 8\)"):
+        MixtureNet(lambda: nn.Linear(4, 8), num_templates=1, depth=1, tasks=["a"], example=torch.zeros(2, 4))
+
+    class Masked(nn.Linear):
+        def forward(self, x, mask):
+            return super().forward(x) * mask
+
+    net = MixtureNet(lambda: Masked(4, 4), num_templates=2, depth=1, tasks=["a"],
+                     example=(torch.zeros(2, 4), {"mask": torch.ones(4)}))
+    assert net.probed and net.blocks[0].weight.grad_fn is None         # probed, then the generated weights released
+    assert net(torch.ones(2, 4), mask=torch.zeros(4)).abs().sum() == 0
