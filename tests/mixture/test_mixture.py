@@ -356,6 +356,16 @@ def test_init_isometric_block_and_the_from_isometric_defaults():
     acts = [type(m) for m in rgb.modules() if isinstance(m, (nn.ReLU, nn.Hardswish))]
     assert set(acts) == {nn.ReLU} and isinstance(rgb.input_adapter.act, nn.ReLU)          # adapters and blocks
     assert isinstance(rgb.output_adapter.act1, nn.ReLU) and isinstance(rgb.output_adapter.act2, nn.ReLU)
+    seen = []
+    net.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    net(torch.rand(2, 1, 8, 8))                                        # channels_last by default: NHWC strides
+    assert seen[-1].is_contiguous(memory_format=torch.channels_last) and not seen[-1].is_contiguous()
+    wide = MixtureNet.from_isometric(2, num_templates=1, depth=1, block_kwargs={"expansion": 2}, channels_last=False,
+                                     **SMALL)
+    assert wide.blocks[0].conv_pw.out_channels == 2 * SMALL["channels"]  # block_kwargs reach the templates
+    wide.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    wide(torch.rand(2, 1, 8, 8))
+    assert seen[-1].is_contiguous()
     with pytest.raises(ConfigError, match=r"^unknown block_input 'sum'; choose one of: none, add, concat$"):
         MixtureNet.from_isometric(2, num_templates=1, depth=1, block_input="sum", **SMALL)   # MixtureNet's words
     with pytest.raises(ShapeError, match=r"^coeff has shape \(2, 1\); expected \(L, K\) = \(1, 1\)$"):
