@@ -222,6 +222,16 @@ def test_new_tasks_start_from_the_documented_init():
         w = net.heads[t].weight.detach()
         assert w.shape == (50, 16) and 0.008 < w.std().item() < 0.012 and abs(w.mean().item()) < 0.002
         assert torch.equal(net.heads[t].bias.detach(), torch.zeros(50))
+    plain = MixtureNet(_bn_block, num_templates=3, depth=2, tasks=["a"])                  # init_std 1, seed 0
+    assert torch.equal(plain.mixture["a"].detach(), torch.randn(2, 3, generator=torch.Generator().manual_seed(0)))
+    from tessera.mixture.signatures import random_signature
+    rand = MixtureNet(_bn_block, num_templates=4, depth=6, tasks=["a"], signature="random", seed=3)
+    assert rand.signature()[0] == random_signature(6, 4, seed=3) != random_signature(6, 4, seed=0)
+    conv = MixtureNet(lambda: nn.Conv2d(2, 2, 1), num_templates=1, depth=1, tasks=["a"])
+    seen = []
+    conv.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    conv(torch.rand(1, 2, 3, 3))
+    assert seen[-1].is_contiguous()                                    # channels_last is off by default
     fixed = MixtureNet(_bn_block, num_templates=3, depth=2, tasks=["a"], signature=[2, 0])
     assert torch.equal(fixed.mixture["a"].detach(), torch.tensor([[-1e4, -1e4, 0.0], [0.0, -1e4, -1e4]]))
     assert not fixed.mixture["a"].requires_grad and isinstance(fixed.heads["a"], nn.Identity)
