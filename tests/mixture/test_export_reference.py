@@ -363,3 +363,17 @@ def test_adapter_statistics_are_per_task_and_start_at_the_adapters_own():
     torch.testing.assert_close(b[20:24], 0.9 + 0.1 * x.var(0, unbiased=True))
     assert torch.equal(getattr(net.stats, "a"), start) and not torch.equal(b[:8], start[:8])
     assert net.input_adapter.running_mean.data_ptr() == b[16:].data_ptr()          # bound as views
+
+
+def test_adapter_statistics_names_and_one_module_as_both_adapters():
+    """``adapter_stats`` names a statistic by its module path (whatever the name ends with); one BN module used as
+    both adapters has its statistics taken once."""
+    from collections import OrderedDict
+    out = torch.nn.Sequential(OrderedDict(normX=torch.nn.BatchNorm1d(4)))
+    net = MixtureNet(lambda: torch.nn.Linear(4, 4), num_templates=1, depth=1, tasks=["a"], output_adapter=out)
+    assert [s[0] for s in net.adapter_stats] == ["output_adapter.normX"] * 2
+    bn = torch.nn.BatchNorm1d(4)
+    both = MixtureNet(lambda: torch.nn.Linear(4, 4), num_templates=1, depth=1, tasks=["a"], input_adapter=bn,
+                      output_adapter=bn)
+    assert [s[:2] for s in both.adapter_stats] == [("input_adapter", "running_mean"), ("input_adapter", "running_var")]
+    assert getattr(both.stats, "a").shape == (8,) and both(torch.randn(3, 4)).shape == (3, 4)
