@@ -224,6 +224,8 @@ def test_new_tasks_start_from_the_documented_init():
         assert torch.equal(net.heads[t].bias.detach(), torch.zeros(50))
     plain = MixtureNet(_bn_block, num_templates=3, depth=2, tasks=["a"])                  # init_std 1, seed 0
     assert torch.equal(plain.mixture["a"].detach(), torch.randn(2, 3, generator=torch.Generator().manual_seed(0)))
+    uniform = MixtureNet(_bn_block, num_templates=3, depth=2, tasks=["a"], init="uniform")
+    assert torch.equal(uniform.mixture["a"].detach(), torch.zeros(2, 3))
     from tessera.mixture.signatures import random_signature
     rand = MixtureNet(_bn_block, num_templates=4, depth=6, tasks=["a"], signature="random", seed=3)
     assert rand.signature()[0] == random_signature(6, 4, seed=3) != random_signature(6, 4, seed=0)
@@ -394,3 +396,14 @@ def test_an_example_batch_probes_the_blocks_at_construction():
                      example=(torch.zeros(2, 4), {"mask": torch.ones(4)}))
     assert net.probed and net.blocks[0].weight.grad_fn is None         # probed, then the generated weights released
     assert net(torch.ones(2, 4), mask=torch.zeros(4)).abs().sum() == 0
+
+
+def test_a_task_added_to_a_moved_model_is_on_its_device_and_dtype():
+    """add_task puts the new logits, head, patches and statistics where the bank is ("meta": a device without an
+    accelerator)."""
+    net = MixtureNet(_bn_block, num_templates=2, depth=2, tasks={"a": 3}, embed_dim=4, bn="patch").to("meta")
+    net.add_task("b", 3)
+    net.add_task("c", 3, from_task="a", mixture_logits=torch.zeros(2, 2, dtype=torch.float64))
+    for t in ("b", "c"):
+        tensors = [net.mixture[t], net.heads[t].weight, net.patches[t], getattr(net.stats, t)]
+        assert {x.device.type for x in tensors} == {"meta"} and net.mixture[t].dtype == torch.float32
