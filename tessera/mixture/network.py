@@ -264,13 +264,13 @@ class MixtureNet(WeightGenerator):
             nn.init.zeros_(head.bias)
             if copy_head and from_task is not None:
                 head.load_state_dict(self.heads[from_task].state_dict())
-        self.heads[name] = head.to(dev)
+        self.heads[name] = head.to(dev, dt)
         if self.bn == "patch":
             p = (self.patches[from_task].detach().clone() if from_task is not None
                  else self.bank.norm_init.to(dev, dt).repeat(self.depth, 1))      # (L, Pn)
             self.patches[name] = nn.Parameter(p)
         st = (getattr(self.stats, from_task).clone() if from_task is not None
-              else self.stats_init.to(dev, copy=True))                          # (L*S + A,)
+              else self.stats_init.to(dev, dt, copy=True))                      # (L*S + A,)
         self.stats.register_buffer(name, st)
 
     def set_task(self, name: str) -> None:

@@ -406,4 +406,18 @@ def test_a_task_added_to_a_moved_model_is_on_its_device_and_dtype():
     net.add_task("c", 3, from_task="a", mixture_logits=torch.zeros(2, 2, dtype=torch.float64))
     for t in ("b", "c"):
         tensors = [net.mixture[t], net.heads[t].weight, net.patches[t], getattr(net.stats, t)]
-        assert {x.device.type for x in tensors} == {"meta"} and net.mixture[t].dtype == torch.float32
+        assert {x.device.type for x in tensors} == {"meta"} and {x.dtype for x in tensors} == {torch.float32}
+
+
+def test_a_task_added_to_a_double_model_is_double_and_runs():
+    """Regression: a task added after ``.double()`` got a float32 head and float32 BN statistics (its forward
+    failed with "expected scalar type Double")."""
+    net = MixtureNet(_bn_block, num_templates=2, depth=2, tasks={"a": 3}, embed_dim=4, bn="patch").double()
+    net.add_task("b", 3)
+    tensors = [net.mixture["b"], net.heads["b"].weight, net.patches["b"], getattr(net.stats, "b")]
+    assert {x.dtype for x in tensors} == {torch.float64}
+    x = torch.randn(5, 4, dtype=torch.float64)
+    net.train()
+    assert net(x, task="b").dtype == torch.float64
+    net.eval()
+    torch.testing.assert_close(net(x, task="b"), export(net, "b").eval()(x))
