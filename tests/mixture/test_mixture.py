@@ -283,6 +283,8 @@ def test_add_task_and_the_constructor_refuse_bad_input_in_one_line():
         (lambda: net.add_task("training", 2), ConfigError, r"^task name 'training' clashes"),
         (lambda: net.add_task("b", 2, from_task="zz"), ConfigError,
          r"^unknown task 'zz'; the model has tasks: a; add it with add_task\('zz', ...\)$"),
+        (lambda: MixtureNet(_bn_block, num_templates=2, depth=1, tasks=["a", "b"]).set_task("zz"), ConfigError,
+         r"^unknown task 'zz'; the model has tasks: a, b; add it with add_task\('zz', ...\)$"),
         (lambda: net.add_task("b", 0), ConfigError,
          r"^task 'b': num_classes must be a positive int \(or None: no head\), got 0$"),
         (lambda: net.add_task("b", True), ConfigError, r"^task 'b': num_classes must be a positive int .*got True$"),
