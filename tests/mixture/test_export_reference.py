@@ -314,6 +314,9 @@ def test_template_bank_refuses_bad_blocks_in_one_line():
             self.b = self.a
 
     widths = iter([True, False])
+    one, two = (lambda: torch.nn.Sequential(torch.nn.Linear(2, 2))), (lambda: torch.nn.Sequential(torch.nn.Linear(2, 2),
+                                                                                                  torch.nn.Linear(2, 2)))
+    shorter, longer = iter([two, one]), iter([one, two])
     cases = [
         (lambda: TemplateBank(5, 2), ConfigError, r"^block must be an nn\.Module or a factory returning one, got int$"),
         (lambda: TemplateBank(lambda: 3, 2), ConfigError,
@@ -333,6 +336,10 @@ def test_template_bank_refuses_bad_blocks_in_one_line():
         (lambda: TemplateBank(lambda: torch.nn.Linear(2, 2, bias=next(widths)), 2), ShapeError,
          r"^template 1 has parameter \[\] where template 0 has \[\('bias', \(2,\)\)\]; a template bank needs K blocks "
          r"of one architecture \(same names and shapes\)$"),
+        (lambda: TemplateBank(lambda: next(shorter)(), 2), ShapeError,     # the first missing one only
+         r"^template 1 has parameter \[\] where template 0 has \[\('1\.weight', \(2, 2\)\)\]; "),
+        (lambda: TemplateBank(lambda: next(longer)(), 2), ShapeError,
+         r"^template 1 has parameter \[\('1\.weight', \(2, 2\)\)\] where template 0 has \[\]; "),
     ]
     for fn, err, msg in cases:
         with pytest.raises(err, match=msg):
