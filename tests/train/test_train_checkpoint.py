@@ -157,6 +157,7 @@ def test_split_and_join_state_by_hand():
     tensors, meta = ckmod.split_state({"x": [a, {"y": b}], 3: "s", "t": (1, None)}, prefix="m")
     assert tensors.keys() == {"m.x.0", "m.x.1.y"} and tensors["m.x.0"] is not a and torch.equal(tensors["m.x.0"], a)
     assert meta == {"x": [{"__tensor__": "m.x.0"}, {"y": {"__tensor__": "m.x.1.y"}}], "3": "s", "t": [1, None]}
+    assert ckmod.split_state({"x": a})[0].keys() == {"x"}                 # no prefix: no leading dot
     assert ckmod.split_state([a])[1] == [{"__tensor__": "0"}] and ckmod.split_state({"k": 1})[1] == {"k": 1}
     back = ckmod.join_state(meta, tensors)
     assert torch.equal(back["x"][0], a) and torch.equal(back["x"][1]["y"], b) and back["3"] == "s"
@@ -232,3 +233,21 @@ def test_save_verify_and_load_a_checkpoint_folder(tmp_path):
     with pytest.warns(Warning), pytest.raises(CheckpointError, match=r"ckpt: model\.safetensors is missing; the "
                                                                       r"checkpoint is incomplete$"):
         ckmod.verify_checkpoint(ck)
+
+
+def test_load_optimizer_state_names_with_dots_scalar_only_parameters_and_no_scalars():
+    """Tensor keys are ``<param index>.<name>`` with any name (dots included); a parameter with only non-tensor
+    state, and a structure without "scalars" (nothing but tensors), load too."""
+    p, q = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p, q], lr=0.1)
+    opt.state[p]["ema.avg"] = torch.ones(2)
+    opt.state[q]["count"] = 3                                          # q: scalars only
+    tensors, meta = ckmod.optimizer_tensors(opt)
+    assert tensors.keys() == {"0.ema.avg"} and meta["scalars"] == {"1": {"count": 3}}
+    new = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    ckmod.load_optimizer(new, tensors, meta)
+    st = new.state_dict()["state"]
+    assert torch.equal(st[0]["ema.avg"], torch.ones(2)) and st[1] == {"count": 3}
+    new = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    ckmod.load_optimizer(new, tensors, {k: v for k, v in meta.items() if k != "scalars"})
+    assert new.state_dict()["state"].keys() == {0}
