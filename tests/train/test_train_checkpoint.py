@@ -185,15 +185,23 @@ def test_rng_states_round_trip_through_json():
     assert torch.equal(torch.rand(3), first[0])
 
 
-def test_save_verify_and_load_a_checkpoint_folder(tmp_path):
-    """Files written (empty rng / extra: none), their digests by hand, the digest of state.json by hand,
-    the previous folder kept, and the one-line refusals of foreign folders."""
+def test_save_verify_and_load_a_checkpoint_folder(tmp_path, monkeypatch):
+    """Files written (empty rng / extra: none) in a ``.<name>.tmp-*`` sibling first, missing parents made, their
+    digests by hand, the digest of state.json by hand, paths and numpy values in the state as JSON, the previous
+    folder kept, and the one-line refusals of foreign folders."""
     import hashlib
     import json
-    ck = tmp_path / "run" / "ckpt"
+
+    import numpy as np
+    written = []
+    real = ckmod.atomic_write_bytes
+    monkeypatch.setattr(ckmod, "atomic_write_bytes", lambda path, data: (written.append(path), real(path, data))[1])
+    ck = tmp_path / "out" / "run" / "ckpt"                             # parents made
     ckmod.save_checkpoint(ck, state={"step": 1}, model=_model(), rng={}, extra={})
     assert sorted(p.name for p in ck.iterdir()) == ["model.safetensors", "state.json"]
-    ckmod.save_checkpoint(ck, state={"step": 2, "cfg": {"a": [1, 2]}}, model=_model(), ema=_model(),
+    assert written[0].parent.parent == ck.parent and written[0].parent.name.startswith(".ckpt.tmp-")
+    ckmod.save_checkpoint(ck, state={"step": 2, "cfg": {"a": [1, 2]}, "out": tmp_path, "lr": np.float32(0.5)},
+                          model=_model(), ema=_model(),
                           optim={"0.m": torch.ones(1)}, rng={"torch.0": torch.zeros(2, dtype=torch.uint8)},
                           extra={"e": torch.ones(2)})
     state = json.loads((ck / "state.json").read_text())
@@ -201,17 +209,18 @@ def test_save_verify_and_load_a_checkpoint_folder(tmp_path):
     assert state["state_sha256"] == hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
                                                    .encode()).hexdigest()
     assert state["format"] == "tessera.train/3" and state["cfg"] == {"a": [1, 2]}
+    assert state["out"] == str(tmp_path) and state["lr"] == 0.5
     assert sorted(state["files"]) == sorted(f"{n}.safetensors" for n in ("model", "ema", "optim", "rng", "extra"))
     for name, info in state["files"].items():
         data = (ck / name).read_bytes()
         assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    loaded = load_checkpoint(tmp_path / "run")
+    loaded = load_checkpoint(tmp_path / "out" / "run")
     assert loaded.path == ck and loaded.step == 2 and loaded.fallback is None
     assert torch.equal(loaded.ema["w"], _model()["w"]) and torch.equal(loaded.extra["e"], torch.ones(2))
     assert loaded.rng.keys() == {"torch.0"} and loaded.optim.keys() == {"0.m"}
-    prev = load_checkpoint(tmp_path / "run" / "ckpt.prev")              # a checkpoint folder itself
+    prev = load_checkpoint(tmp_path / "out" / "run" / "ckpt.prev")      # a checkpoint folder itself
     assert prev.step == 1 and prev.ema is None and prev.optim == {} and prev.extra == {}
-    assert find_checkpoint(tmp_path / "run") == ck and find_checkpoint(tmp_path / "nothing") is None
+    assert find_checkpoint(tmp_path / "out" / "run") == ck and find_checkpoint(tmp_path / "nothing") is None
     with pytest.raises(CheckpointError, match=r"^no checkpoint in .*nothing \(expected .*nothing/ckpt/state\.json\); "
                                               r"check the run directory, or start a new run without --resume$"):
         load_checkpoint(tmp_path / "nothing")
