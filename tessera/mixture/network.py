@@ -230,6 +230,16 @@ class MixtureNet(WeightGenerator):
             raise ConfigError(f"task name {name!r} clashes with a module attribute; rename the task")
         if from_task is not None:
             self._check_task(from_task)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ConfigError(f"task {name!r}: num_classes must be a positive int (or None: no head), got {num_classes!r}")
+        if num_classes is not None and self.embed_dim is None:
+            raise ConfigError(f"task {name!r} has {num_classes} classes but the model has no embed_dim; "
+                              f"pass embed_dim (the output adapter's width)")
+        if num_classes is not None and copy_head and from_task is not None:
+            src = self.heads[from_task]
+            if not isinstance(src, nn.Linear) or src.out_features != num_classes:
+                raise ShapeError(f"cannot copy the head of {from_task!r} into {name!r}: different outputs")
         dev, dt = self.bank.weight.device, self.bank.weight.dtype
         frozen = self.fixed_signature is not None
         if mixture_logits is not None:
@@ -246,30 +256,21 @@ class MixtureNet(WeightGenerator):
             lg = init_logits(self.depth, self.num_templates, self.init, std=self.init_std,
                              seed=self.seed + len(self.mixture))
         self.mixture[name] = nn.Parameter(lg.to(dev, dt), requires_grad=not frozen)
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
-            raise ConfigError(f"task {name!r}: num_classes must be a positive int (or None: no head), got {num_classes!r}")
         if num_classes is None:
             head: nn.Module = nn.Identity()
         else:
-            if self.embed_dim is None:
-                raise ConfigError(f"task {name!r} has {num_classes} classes but the model has no embed_dim; "
-                                  f"pass embed_dim (the output adapter's width)")
             head = nn.Linear(self.embed_dim, num_classes)
             nn.init.normal_(head.weight, 0, 0.01)
             nn.init.zeros_(head.bias)
             if copy_head and from_task is not None:
-                src = self.heads[from_task]
-                if not isinstance(src, nn.Linear) or src.out_features != num_classes:
-                    raise ShapeError(f"cannot copy the head of {from_task!r} into {name!r}: different outputs")
-                head.load_state_dict(src.state_dict())
-        self.heads[name] = head.to(dev)
+                head.load_state_dict(self.heads[from_task].state_dict())
+        self.heads[name] = head.to(dev, dt)
         if self.bn == "patch":
             p = (self.patches[from_task].detach().clone() if from_task is not None
                  else self.bank.norm_init.to(dev, dt).repeat(self.depth, 1))      # (L, Pn)
             self.patches[name] = nn.Parameter(p)
         st = (getattr(self.stats, from_task).clone() if from_task is not None
-              else self.stats_init.to(dev, copy=True))                          # (L*S + A,)
+              else self.stats_init.to(dev, dt, copy=True))                      # (L*S + A,)
         self.stats.register_buffer(name, st)
 
     def set_task(self, name: str) -> None:
