@@ -375,6 +375,12 @@ class MixtureNet(WeightGenerator):
         finally:
             self.release()
 
+    def forward_tasks(self, inputs: Mapping[str, Tensor], **block_kwargs: Any) -> dict[str, Tensor]:
+        """``{task: self(x, task=task)}`` for ``inputs = {task: x}``, run as ONE batched model when the
+        inputs share a shape (one mix, one vmapped body; :mod:`tessera.mixture.batched`)."""
+        from .batched import forward_tasks
+        return forward_tasks(self, inputs, **block_kwargs)
+
     @property
     def head(self) -> nn.Module:
         """The active task's head (named as in IsometricNet and ExportedNet)."""

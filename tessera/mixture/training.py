@@ -32,6 +32,8 @@ from ..nn.norm import reestimate_bn
 from ..train import Method, Optim, Task, Trainer, TrainConfig
 from ..train.config import EmaConfig, OptimConfig, ScheduleConfig
 
+from .batched import BatchedTasks
+
 __all__ = ["TaskSplit", "train_tasks", "learn_interpolation", "accuracy", "evaluate_split"]
 
 
@@ -64,8 +66,12 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
                 seed: int = 0, device: str = "auto", params: Sequence[nn.Parameter] | None = None,
                 regularizer: Callable[[str], Tensor] | None = None, model_takes_task: bool = True,
                 recalibrate: int = 0, out_dir: str | Path | None = None, checkpoint_every: int = 500,
-                score_train: int = 0) -> dict[str, Any]:
+                score_train: int = 0, batched: bool = False) -> dict[str, Any]:
     """Co-train ``tasks`` round robin on the engine; returns ``{"acc": {task: accuracy}, ...}``.
+
+    ``batched=True``: every step trains ALL tasks, one batch each, through one batched call
+    (:meth:`MixtureNet.forward_tasks`, the engine method :class:`~tessera.mixture.batched.BatchedTasks`;
+    losses summed), instead of one task per step; ``steps`` then counts joint steps.
 
     Adam with a 10% (at most 50-step) warmup and cosine decay to 2% of ``lr``; EMA weights (decay
     ``ema``, 0: off) are evaluated and copied into ``model`` at the end. ``params``: train only these
@@ -79,6 +85,9 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
     """
     if steps < 1:
         raise ConfigError(f"train_tasks: steps must be >= 1, got {steps}")
+    if batched and not (model_takes_task and hasattr(model, "forward_tasks")):
+        raise ConfigError(f"train_tasks(batched=True) needs a model with forward_tasks (a MixtureNet); "
+                          f"{type(model).__name__} has none: use batched=False")
 
     def make_task(name: str, d: TaskSplit) -> Task:
         def loss(o: Tensor, y: Tensor, _n: str = name) -> Tensor:
@@ -89,11 +98,12 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
 
     cfg = TrainConfig(steps=steps, batch_size=batch, eval_batch_size=1000, log_every=0,
                       checkpoint_every=checkpoint_every if out_dir is not None else 0, progress="off", seed=seed,
-                      device=device, optim=OptimConfig(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-8),
+                      device=device, multitask="sum" if batched else "round_robin", optim=OptimConfig(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-8),
                       schedule=ScheduleConfig(name="cosine", warmup_steps=min(50, steps // 10), final_lr_frac=0.02),
                       ema=EmaConfig(enabled=ema > 0, decay=ema if ema > 0 else 0.9))
     trainer = Trainer(model, [make_task(n, d) for n, d in tasks.items()], cfg, out_dir=out_dir,
-                      param_groups=_groups(model, params, lr, mixture_lr_mult, weight_decay))
+                      param_groups=_groups(model, params, lr, mixture_lr_mult, weight_decay),
+                      method=BatchedTasks() if batched else None)
     final = trainer.fit(resume=out_dir is not None)
     if trainer.ema is not None:   # keep the EMA weights for what follows (transfer, plots, export)
         trainer.ema.copy_to(trainer.net)

@@ -17,7 +17,8 @@ def test_registered():
 
 def test_bench_rows(tmp_path):
     out = BENCHMARKS.get("mixture-overhead")(RunOptions(budget="quick", json=tmp_path / "b.json"), _smoke=True)
-    assert len(out["rows"]) == 4 and all(r["ratio"] > 0 for r in out["rows"])
+    assert len(out["rows"]) == 6 and all(r["ratio"] > 0 for r in out["rows"])
+    assert [r["setting"].split(",")[1] for r in out["rows"][4:6]] == [" isometric conv", " residual MLP d=8"]
     assert json.loads((tmp_path / "b.json").read_text())["name"] == "mixture-overhead"
 
 
