@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..core import bind, mix
 from ..errors import ConfigError
 from ..nn.isometric import isometric_body
+from ..nn.norm import VmappedBatchNorm, why_not_vmappable
 from ..train import Method
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from .network import MixtureNet
 
 __all__ = ["forward_tasks", "can_batch", "BatchedTasks"]
-
-_BN = nn.modules.batchnorm._BatchNorm
 
 
 def can_batch(net: "MixtureNet", inputs: Mapping[str, Any]) -> str | None:
@@ -56,11 +55,15 @@ def can_batch(net: "MixtureNet", inputs: Mapping[str, Any]) -> str | None:
         return "fewer than two tasks"
     if not all(isinstance(x, Tensor) for x in xs) or len({tuple(x.shape) for x in xs}) != 1:
         return "the inputs are not tensors of one shape"
-    if any(not isinstance(m, _BN) for m, *_ in net._stat_slots):
-        return "a normalization layer with running statistics is not a BatchNorm"
-    if any(m.momentum is None for m, *_ in net._stat_slots):
-        return "a BatchNorm layer has momentum=None (a cumulative average over a shared counter)"
-    return None
+    return why_not_vmappable(m for m, *_ in net._stat_slots)
+
+
+def _layout(net: "MixtureNet") -> tuple[list[nn.Module], list[tuple[int, int, int]]]:
+    """The BN layers with per-task statistics and, per layer, (mean offset, var offset, size) in ``stats[t]``."""
+    where: dict[nn.Module, dict[str, tuple[int, int]]] = {}
+    for m, attr, off, n in net._stat_slots:
+        where.setdefault(m, {})[attr] = (off, n)
+    return list(where), [(w["running_mean"][0], w["running_var"][0], w["running_mean"][1]) for w in where.values()]
 
 
 def forward_tasks(net: "MixtureNet", inputs: Mapping[str, Tensor], **block_kwargs: Any) -> dict[str, Tensor]:
@@ -70,7 +73,7 @@ def forward_tasks(net: "MixtureNet", inputs: Mapping[str, Tensor], **block_kwarg
         raise ConfigError(f"forward_tasks: a task appears twice in {names}; give each task once")
     if can_batch(net, inputs) is not None:
         return {t: net(x, task=t, **block_kwargs) for t, x in inputs.items()}
-    active = net.task
+    active, T = net.task, len(names)
     X = torch.stack([inputs[t] for t in names])                                  # (T, B, ...)
     if not net.probed:
         net.set_task(names[0])
@@ -81,66 +84,38 @@ def forward_tasks(net: "MixtureNet", inputs: Mapping[str, Tensor], **block_kwarg
             net.release()
     logits = torch.stack([net.mixture[t] for t in names])                       # (T, L, K)
     src = mix(net.bank.weight, logits.softmax(-1).reshape(-1, net.num_templates))  # (T*L, P)
-    src = src.reshape(len(names), -1)                                            # (T, L*P)
+    src = src.reshape(T, -1)                                                     # (T, L*P)
     stats = torch.stack([getattr(net.stats, t) for t in names])                  # (T, L*S + A)
     patches = (torch.stack([net.patches[t].reshape(-1) for t in names])          # (T, L*Pn)
-               if net.patch_writer is not None else src.new_zeros(len(names), 0))
-    slots = net._stat_slots
-    live = list(dict.fromkeys(m for m, *_ in slots if m.training))               # BN layers that update stats
-    calls: list[nn.Module] = []
-
-    def record(m: nn.Module, args: Any) -> None:
-        x = args[0]
-        dims = [d for d in range(x.dim()) if d != 1]                            # all but channels
-        calls.append(m)
-        moments.append(x.detach().mean(dims))
-        moments.append(x.detach().var(dims, unbiased=True))
+               if net.patch_writer is not None else src.new_zeros(T, 0))
+    layers, offsets = _layout(net)
+    bn = VmappedBatchNorm(layers)
 
     def one(s: Tensor, st: Tensor, pt: Tensor, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        moments.clear()
-        calls.clear()
         net.writer.write(s)
         if net.patch_writer is not None:
             net.patch_writer.write(pt)
-        for m, attr, off, n in slots:                    # training BN: batch statistics, running ones updated below
-            bind(m, attr, None if m.training else st.narrow(0, off, n))
+        bn.bind([(st.narrow(0, mo, n), st.narrow(0, vo, n)) for mo, vo, n in offsets], bind)
         h = isometric_body(net.input_adapter, net.blocks, x, net.block_input, False, block_kwargs)  # no NHWC in vmap
-        return net.output_adapter(h), list(moments)
+        return net.output_adapter(h), bn.moments()
 
-    moments: list[Tensor] = []
-    hooks = [m.register_forward_pre_hook(record) for m in live]
-    counters = [(m, m.num_batches_tracked.clone()) for m in live if m.num_batches_tracked is not None]
+    counters = [(m, m.num_batches_tracked.clone()) for m in layers
+                if m.training and m.num_batches_tracked is not None]
     try:
-        emb, batch_moments = torch.func.vmap(one, randomness="different")(src, stats, patches, X)  # (T, B, D)
+        with bn:
+            emb, moments = torch.func.vmap(one, randomness="different")(src, stats, patches, X)  # (T, B, D)
     finally:
-        for h in hooks:
-            h.remove()
         net.release()
         net.task = active
         net._bind_stats()
-    if live:
-        _update_stats(net, names, stats, calls, batch_moments, len(names), counters)
+    if bn.calls:
+        with torch.no_grad():
+            bn.update([(stats[:, mo:mo + n], stats[:, vo:vo + n]) for mo, vo, n in offsets], moments)
+            for m, c in counters:               # the per-task loop counts one batch per task per call
+                m.num_batches_tracked.copy_(c + T * bn.calls.count(layers.index(m)))
+            for i, t in enumerate(names):
+                getattr(net.stats, t).copy_(stats[i])
     return {t: net.heads[t](net.dropout(emb[i])) for i, t in enumerate(names)}
-
-
-@torch.no_grad()
-def _update_stats(net: "MixtureNet", names: list[str], stats: Tensor, calls: list[nn.Module],
-                  moments: list[Tensor], T: int, counters: list[tuple[nn.Module, Tensor]]) -> None:
-    """Apply each BN call's running-statistic update to every task's statistics vector, in call order."""
-    where: dict[int, dict[str, tuple[int, int]]] = {}
-    for m, attr, off, n in net._stat_slots:
-        where.setdefault(id(m), {})[attr] = (off, n)
-    for m, c in counters:                       # the per-task loop counts one batch per task per call
-        m.num_batches_tracked.copy_(c + T * sum(1 for k in calls if k is m))
-    for j, m in enumerate(calls):
-        mom = float(m.momentum)  # type: ignore[arg-type]
-        mean, var = moments[2 * j], moments[2 * j + 1]                           # (T, C) each
-        for attr, value in (("running_mean", mean), ("running_var", var)):
-            if attr in where[id(m)]:
-                off, n = where[id(m)][attr]
-                stats[:, off:off + n].mul_(1 - mom).add_(value.to(stats.dtype), alpha=mom)
-    for i, t in enumerate(names):
-        getattr(net.stats, t).copy_(stats[i])
 
 
 class BatchedTasks(Method):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["bn_layers", "reestimate_bn"]
+__all__ = ["bn_layers", "reestimate_bn", "VmappedBatchNorm", "why_not_vmappable"]
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -64,3 +64,70 @@ def reestimate_bn(model: nn.Module, batches: Iterable[Any], *, forward: Callable
         for m, was in modes:
             m.training = was
     return model
+
+
+class VmappedBatchNorm:
+    """BatchNorm layers run under ``torch.func.vmap`` for T stacked models, each with its OWN running
+    statistics -- which BN cannot update in place under ``vmap``.
+
+    Inside the vmapped function, :meth:`bind` gives every layer model t's statistics (eval mode) or none
+    (training mode: batch statistics), and a pre-hook records each training layer's input mean and
+    unbiased variance; the function returns :meth:`moments`. Afterwards :meth:`update` applies BN's own
+    update ``(1 - momentum) * running + momentum * batch`` to each model's statistics, in call order,
+    so the result equals running the T models one after another. Layers with ``momentum=None`` are
+    refused (:func:`why_not_vmappable`). Used by MixtureNet task batches and MUiR task groups.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]):
+        self.layers = list(dict.fromkeys(layers))
+        self.index = {id(m): i for i, m in enumerate(self.layers)}
+        self.calls: list[int] = []                   # layer index of each recorded training call
+        self._moments: list[torch.Tensor] = []
+        self._hooks: list[Any] = []
+
+    def __enter__(self) -> "VmappedBatchNorm":
+        self.calls, self._moments = [], []
+        self._hooks = [m.register_forward_pre_hook(self._record) for m in self.layers if m.training]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _record(self, m: nn.Module, args: Any) -> None:
+        x = args[0].detach()
+        dims = [d for d in range(x.dim()) if d != 1]                 # every dim but the channels
+        self.calls.append(self.index[id(m)])
+        self._moments += [x.mean(dims), x.var(dims, unbiased=True)]  # (C,) each, per model under vmap
+
+    def bind(self, stats: Sequence[tuple[torch.Tensor, torch.Tensor]], setter: Callable[..., None]) -> None:
+        """Give layer i the statistics ``stats[i] = (mean, var)`` of this model (eval) or none (training);
+        ``setter(module, name, value)`` binds a plain attribute. Call inside the vmapped function."""
+        self.calls.clear()
+        self._moments.clear()
+        for m, (mean, var) in zip(self.layers, stats):
+            setter(m, "running_mean", None if m.training else mean)
+            setter(m, "running_var", None if m.training else var)
+
+    def moments(self) -> list[torch.Tensor]:
+        """The recorded batch moments (return them from the vmapped function: ``(T, C)`` each outside)."""
+        return list(self._moments)
+
+    @torch.no_grad()
+    def update(self, stats: Sequence[tuple[torch.Tensor, torch.Tensor]], moments: Sequence[torch.Tensor]) -> None:
+        """Update ``stats[i] = (mean (T, C), var (T, C))`` (written in place) from the vmapped call's moments."""
+        for j, i in enumerate(self.calls):
+            mom = float(self.layers[i].momentum)  # type: ignore[arg-type]
+            for target, value in zip(stats[i], moments[2 * j:2 * j + 2]):
+                target.mul_(1 - mom).add_(value.to(target.dtype), alpha=mom)
+
+
+def why_not_vmappable(layers: Iterable[nn.Module]) -> str | None:
+    """Why these layers' running statistics cannot be kept per model under ``vmap`` (None: they can)."""
+    for m in layers:
+        if not isinstance(m, BatchNorm):
+            return f"{type(m).__name__} keeps running statistics and is not a BatchNorm"
+        if m.momentum is None:
+            return "a BatchNorm layer has momentum=None (a cumulative average)"
+    return None

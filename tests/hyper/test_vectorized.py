@@ -33,6 +33,12 @@ ZOO = {   # name: (model factory, input (B, ...), reparameterize kwargs)
     "conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Conv1d(4, 4, 3, padding=1), nn.ReLU(),
                                      nn.Flatten(), nn.Linear(4 * 6, 1)),
                (3, 2, 8), dict(block=(4, 4))),
+    "cnn_bn": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(),
+                                     nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)),
+               (4, 1, 8, 8), dict(block=(4, 4))),          # each member keeps its own BN statistics
+    "mlp_bn": (lambda: nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.Tanh(),
+                                     nn.Linear(8, 8, bias=False), nn.BatchNorm1d(8, affine=False), nn.Linear(8, 2)),
+               (5, 6), dict(block=(4, 4))),
 }
 
 
@@ -96,6 +102,27 @@ def test_group_equals_per_task_outputs_gradients_and_search(name):
     assert list(a.state_dict()) == list(b.state_dict())                     # the groups add no keys
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_plain_bn_group_keeps_each_members_statistics(train):
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+            for _ in range(3)]
+    with torch.no_grad():
+        for i, n in enumerate(nets):
+            n[1].running_mean.fill_(i), n[1].running_var.fill_(i + 1)
+    ref = copy.deepcopy(nets)
+    group = vectorize(nets)
+    for m in nets + ref:
+        m.train(train)
+    x = torch.randn(3, 5, 2, 4, 4)
+    out = group(x)
+    for i, r in enumerate(ref):
+        torch.testing.assert_close(out[i], r(x[i]))
+        torch.testing.assert_close(nets[i].state_dict(), r.state_dict())
+    assert int(nets[2][1].num_batches_tracked) == (1 if train else 0)
+    assert float(nets[2][1].running_var.mean()) != pytest.approx(float(nets[0][1].running_var.mean()))
+
+
 def test_member_call_trains_the_stack_and_load_state_dict_round_trips():
     a, b, xs = _pair("mlp")
     b[1](xs[1]).sum().backward()                             # a member on its own: grads reach its stack row
@@ -140,12 +167,22 @@ def test_plain_models_vectorize_and_refuse_what_they_cannot():
     assert set(group.state_dict()) == {f"stack{k}" for k in range(4)}
     with pytest.raises(Exception, match="different architecture"):
         vectorize([nn.Linear(3, 4), nn.Linear(3, 5)])
-    with pytest.raises(Exception, match="buffers"):
-        vectorize([nn.BatchNorm1d(3), nn.BatchNorm1d(3)])
-    def bn():
-        return [nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.Linear(4, 1)) for _ in range(2)]
-    assert reparameterize(bn(), block=(4, 4), verbose=False).task_groups == []          # auto: on their own
+    with pytest.raises(Exception, match="momentum=None"):
+        vectorize([nn.BatchNorm1d(3, momentum=None), nn.BatchNorm1d(3, momentum=None)])
+    with pytest.raises(Exception, match="InstanceNorm1d keeps running statistics and is not a BatchNorm"):
+        vectorize([nn.InstanceNorm1d(3, track_running_stats=True) for _ in range(2)])
+    odd = [nn.Linear(3, 3) for _ in range(2)]
+    for m in odd:
+        m.register_buffer("ema", torch.zeros(3))
+    with pytest.raises(Exception, match="floating-point buffers other than BatchNorm"):
+        vectorize(odd)
+
+    def bn(momentum=0.1):
+        return [nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=momentum), nn.Linear(4, 4), nn.Linear(4, 1))
+                for _ in range(2)]
+    assert reparameterize(bn(), block=(4, 4), verbose=False).group_members == [[0, 1]]    # BN models group
+    assert reparameterize(bn(None), block=(4, 4), verbose=False).task_groups == []         # auto: on their own
     with pytest.raises(Exception, match="cannot be vectorized"):
-        reparameterize(bn(), block=(4, 4), verbose=False, vectorize=True)
+        reparameterize(bn(None), block=(4, 4), verbose=False, vectorize=True)
     seq = reparameterize([_Seq(), _Seq()], block=(8, 8), target_modules=["lstm"], verbose=False)
     assert seq.task_groups == [] and len(seq([torch.randn(2, 4, 5)] * 2)) == 2   # vmap cannot batch an LSTM
