@@ -1,7 +1,7 @@
 """Several tasks of one :class:`~tessera.mixture.MixtureNet` in ONE batched forward and backward.
 
 ``net.forward_tasks({task: x})`` returns ``{task: net(x, task=task)}`` (same values, gradients and BN
-statistic updates as the per-task calls, up to float rounding). When every input has the same shape,
+statistic updates as the per-task calls, up to float rounding; dropout draws other random masks). When every input has the same shape,
 the tasks run as one batched model::
 
     logits (T, L, K) -softmax-> (T*L, K) @ bank (K, P) -> (T, L*P)     one mix for all tasks
