@@ -82,6 +82,7 @@ def forward_tasks(net: "MixtureNet", inputs: Mapping[str, Tensor], **block_kwarg
             net.probe(X[0], block_kwargs)
         finally:
             net.release()
+            net.set_task(active)
     logits = torch.stack([net.mixture[t] for t in names])                       # (T, L, K)
     src = mix(net.bank.weight, logits.softmax(-1).reshape(-1, net.num_templates))  # (T*L, P)
     src = src.reshape(T, -1)                                                     # (T, L*P)
@@ -122,12 +123,17 @@ class BatchedTasks(Method):
     """Engine method: each step, every task's batch goes through ONE ``forward_tasks`` call.
 
     The tasks' names are the MixtureNet's task names; their losses (times ``Task.weight``) are summed
-    (use ``multitask="sum"``: every task in every step). Each task's ``head`` / ``forward`` must be
-    unset: the MixtureNet's own heads are used.
+    (use ``multitask="sum"``: every task in every step). Training uses the MixtureNet's own heads, so a
+    task with a ``head`` is refused; ``Task.forward`` serves evaluation only.
     """
 
     def training_step(self, trainer: "Trainer", step: int) -> Tensor:
         net = trainer.model
+        extra = [t.name for t in trainer.tasks if t.head is not None]
+        if extra or not hasattr(net, "forward_tasks"):
+            raise ConfigError(f"BatchedTasks trains a MixtureNet's tasks through its own heads; "
+                              + (f"tasks {extra} have a Task.head: drop it" if extra
+                                 else f"the model is a {type(net).__name__}: use the default method"))
         batches: dict[str, tuple[Any, Any]] = {}
         for ti, k in trainer.active_tasks(step):
             batches[trainer.tasks[ti].name] = trainer.batch(ti, k)

@@ -146,3 +146,14 @@ def test_batched_needs_a_mixture_net():
                            torch.zeros(4, dtype=torch.long))}
     with pytest.raises(Exception, match="forward_tasks"):
         train_tasks(nn.Linear(3, 2), data, steps=1, batch=4, batched=True, model_takes_task=False)
+
+
+def test_batched_method_refuses_a_task_head():
+    from tessera.mixture.batched import BatchedTasks
+    from tessera.train import Task, Trainer, TrainConfig
+    net, shape = ZOO["mlp_layernorm"]()
+    tasks = [Task(t, train=(torch.randn(8, *shape), torch.zeros(8, dtype=torch.long)), head=nn.Linear(T_NAMES[t], 2)
+                  if t == "b" else None, forward=lambda m, x, t=t: m(x, task=t)) for t in T_NAMES]
+    cfg = TrainConfig(steps=1, batch_size=4, multitask="sum", progress="off", log_every=0, checkpoint_every=0)
+    with pytest.raises(Exception, match=r"tasks \['b'\] have a Task.head: drop it"):
+        Trainer(net, tasks, cfg, method=BatchedTasks()).fit()
