@@ -15,6 +15,8 @@ location, so 10^4+ locations and hypermodules stay cheap).
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,24 +25,24 @@ from ..errors import ShapeError
 
 __all__ = ["mix"]
 
-_checked: list[tuple[int, int, int, int]] = []    # (data_ptr, version, numel, rows) of the last index checked
+_checked: list[tuple[weakref.ref, int, int]] = []   # (the last index checked, its version, rows)
 
 
 def _check_index(index: Tensor, rows: int) -> None:
     """Row ids must be integers in [0, rows): one min/max, skipped when the same unchanged index tensor
-    (a precomputed buffer, the usual case) was checked last time."""
+    (a precomputed buffer, the usual case) was checked last time. The cache holds the tensor itself (weakly),
+    not its address: a new tensor in the memory of a freed one is checked again."""
     if index.dtype not in (torch.int64, torch.int32):
         raise ShapeError(f"mix: index must be int64 (or int32) row ids, got {str(index.dtype).replace('torch.', '')}")
     if not index.numel():
         return
-    key = (index.data_ptr(), index._version, index.numel(), rows)
-    if _checked and _checked[0] == key:
+    if _checked and _checked[0][0]() is index and _checked[0][1:] == (index._version, rows):
         return
     lo, hi = (int(v) for v in torch.aminmax(index))
     if lo < 0 or hi >= rows:
         raise ShapeError(f"mix: index holds row {lo if lo < 0 else hi}, the bank has rows 0..{rows - 1}; "
                          "index rows that exist")
-    _checked[:] = [key]
+    _checked[:] = [(weakref.ref(index), index._version, rows)]
 
 
 def mix(bank: Tensor, coeff: Tensor, index: Tensor | None = None) -> Tensor:
@@ -75,5 +77,7 @@ def mix(bank: Tensor, coeff: Tensor, index: Tensor | None = None) -> Tensor:
     if index.shape != coeff.shape:
         raise ShapeError(f"mix: index {tuple(index.shape)} and coeff {tuple(coeff.shape)} must have the same shape")
     _check_index(index, bank.shape[0])
+    if index.shape[1] == 0:                                   # no rows used: zeros (embedding_bag refuses J = 0)
+        return coeff.to(bank.dtype) @ bank.new_zeros(0, bank.shape[1])  # (L, 0) @ (0, P) -> (L, P)
     # sum_j coeff[l, j] * bank[index[l, j]] without materializing (L, J, P)
     return F.embedding_bag(index, bank, per_sample_weights=coeff.to(bank.dtype), mode="sum")  # (L, P)

@@ -1,0 +1,157 @@
+"""Edges of the generation core checked against hand computations (issue 17: tests that catch bugs):
+index validation and its cache, dtype handling, view plans with gaps, overlaps, aliases (tied weights),
+RNN binding, release on error."""
+import pytest
+import torch
+from torch import nn
+
+from tessera.core import GeneratedModel, Slot, WeightGenerator, WeightWriter, bind, mix, take_parameter
+from tessera.errors import ShapeError
+
+
+def test_mix_index_dtype_range_and_int32():
+    bank = torch.arange(12.0).reshape(4, 3)                        # row r = [3r, 3r+1, 3r+2]
+    coeff = torch.tensor([[1.0, 2.0]])
+    want = torch.tensor([[1 * 3 + 2 * 9, 1 * 4 + 2 * 10, 1 * 5 + 2 * 11]], dtype=torch.float32)  # rows 1 and 3
+    assert torch.equal(mix(bank, coeff, torch.tensor([[1, 3]])), want)
+    assert torch.equal(mix(bank, coeff, torch.tensor([[1, 3]], dtype=torch.int32)), want)
+    with pytest.raises(ShapeError, match="index must be int64 .or int32. row ids, got float32"):
+        mix(bank, coeff, torch.tensor([[1.0, 3.0]]))
+    with pytest.raises(ShapeError, match=r"index holds row 4, the bank has rows 0..3"):
+        mix(bank, coeff, torch.tensor([[1, 4]]))
+    with pytest.raises(ShapeError, match=r"index holds row -1, the bank has rows 0..3"):
+        mix(bank, coeff, torch.tensor([[-1, 2]]))
+
+
+def test_mix_index_check_is_redone_after_an_in_place_change():
+    bank = torch.randn(4, 2)
+    idx = torch.tensor([[0, 1]])
+    mix(bank, torch.ones(1, 2), idx)                                # checked and cached
+    idx[0, 1] = 7                                                   # same tensor, new version
+    with pytest.raises(ShapeError, match="row 7"):
+        mix(bank, torch.ones(1, 2), idx)
+    idx2 = torch.tensor([[0, 3]])
+    mix(torch.randn(4, 2), torch.ones(1, 2), idx2)
+    with pytest.raises(ShapeError, match="row 3, the bank has rows 0..2"):   # same index, smaller bank
+        mix(torch.randn(3, 2), torch.ones(1, 2), idx2)
+
+
+def test_mix_dtypes_and_argument_errors():
+    bank = torch.randn(3, 2, dtype=torch.float64)
+    out = mix(bank, torch.ones(1, 3))                                # float32 coefficients, float64 bank
+    assert out.dtype == torch.float64 and torch.allclose(out[0], bank.sum(0))
+    with pytest.raises(ShapeError, match="floating point"):
+        mix(torch.ones(3, 2, dtype=torch.long), torch.ones(1, 3))
+    with pytest.raises(ShapeError, match=r"bank must be \(R, P\) and coeff \(L, J\)"):
+        mix(torch.randn(6), torch.ones(1, 6))
+    with pytest.raises(ShapeError, match="must be tensors; got list"):
+        mix([[1.0]], torch.ones(1, 1))                                # type: ignore[arg-type]
+    empty = mix(bank, torch.ones(2, 0), torch.zeros(2, 0, dtype=torch.long))
+    assert empty.shape == (2, 2) and not empty.any()
+
+
+def _linear(n_in=2, n_out=2):
+    m = nn.Linear(n_in, n_out)
+    take_parameter(m, "weight")
+    return m
+
+
+def test_writer_views_with_gaps_unsorted_offsets_and_a_remainder():
+    a, b = _linear(), _linear(3, 1)
+    src = torch.arange(12.0)
+    w = WeightWriter([Slot(a, "weight", torch.Size([2, 2]), offset=6),      # listed out of order
+                      Slot(b, "weight", torch.Size([1, 3]), offset=1)])      # gap at 0, at 4-5, tail 10-11
+    w.write(src)
+    assert a.weight.tolist() == [[6.0, 7.0], [8.0, 9.0]] and b.weight.tolist() == [[1.0, 2.0, 3.0]]
+    src2 = torch.arange(20.0)                                                # a longer source: a new plan
+    w.write(src2)
+    assert a.weight.tolist() == [[6.0, 7.0], [8.0, 9.0]]
+    with pytest.raises(ShapeError, match="need 10 values but the generated source has 8"):
+        w.write(torch.arange(8.0))
+
+
+def test_writer_refuses_overlapping_views():
+    a, b = _linear(), _linear()
+    w = WeightWriter([Slot(a, "weight", torch.Size([2, 2]), offset=0), Slot(b, "weight", torch.Size([2, 2]), offset=3)])
+    with pytest.raises(ShapeError, match="overlaps the previous slot at offset 3"):
+        w.write(torch.arange(10.0))
+
+
+def test_views_and_gathers_together_keep_slot_order_and_gradients():
+    a, b, c = _linear(), _linear(), _linear()
+    src = torch.arange(8.0, requires_grad=True)
+    w = WeightWriter([Slot(a, "weight", torch.Size([2, 2]), index=torch.tensor([7, 7, 0, 1])),
+                      Slot(b, "weight", torch.Size([2, 2]), offset=4),
+                      Slot(c, "weight", torch.Size([2, 2]), index=torch.tensor([2, 3, 2, 3]))])
+    vals = w.tensors(src)
+    assert [v.flatten().tolist() for v in vals] == [[7, 7, 0, 1], [4, 5, 6, 7], [2, 3, 2, 3]]
+    sum((v * (i + 1)).sum() for i, v in enumerate(vals)).backward()
+    # d/dsrc: slot a (x1) uses 7 twice, 0, 1; slot b (x2) uses 4..7; slot c (x3) uses 2 and 3 twice
+    assert src.grad.tolist() == [1, 1, 6, 6, 2, 2, 2, 4]
+
+
+def test_aliases_share_one_tensor_and_are_released_together():
+    a, b = _linear(), _linear()
+    src = torch.arange(4.0, requires_grad=True)
+    w = WeightWriter([Slot(a, "weight", torch.Size([2, 2]), offset=0, aliases=((b, "weight"),))])
+    w.write(src * 2)
+    assert a.weight is b.weight and a.weight.grad_fn is not None
+    w.detach()
+    assert a.weight is b.weight and a.weight.grad_fn is None and a.weight.tolist() == [[0, 2], [4, 6]]
+
+
+def test_bind_keeps_an_lstm_flat_weight_list_in_sync():
+    lstm = nn.LSTM(2, 3)
+    old = take_parameter(lstm, "weight_hh_l0")
+    new = torch.zeros_like(old)
+    bind(lstm, "weight_hh_l0", new)
+    i = lstm._flat_weights_names.index("weight_hh_l0")
+    assert lstm._flat_weights[i] is new and lstm.weight_hh_l0 is new
+    x = torch.randn(4, 1, 2)
+    h, _ = lstm(x)
+    assert h.shape == (4, 1, 3)
+
+
+class _Gen(WeightGenerator):
+    def __init__(self, m):
+        super().__init__()
+        take_parameter(m, "weight")
+        self.bank = nn.Parameter(torch.arange(4.0))
+        self.writer = WeightWriter([Slot(m, "weight", torch.Size([2, 2]), offset=0)])
+
+    def source(self):
+        return self.bank * 3
+
+
+def test_materialize_is_detached_and_release_happens_on_error():
+    m = nn.Linear(2, 2)
+    g = _Gen(m)
+    (val,) = g.materialize()
+    assert val.tolist() == [[0, 3], [6, 9]] and val.grad_fn is None and not val.requires_grad
+
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = m
+
+        def forward(self, x):
+            assert self.lin.weight.grad_fn is not None       # generated, in the graph, during the forward
+            raise RuntimeError("boom")
+
+    model = GeneratedModel(Boom(), g)
+    with pytest.raises(RuntimeError, match="boom"):
+        model(torch.randn(1, 2))
+    assert m.weight.grad_fn is None                          # released although the forward failed
+
+
+def test_mix_index_cache_is_per_tensor_not_per_address():
+    """A new index tensor at the address (and version) of the last checked one is checked again (bug: the
+    cache was keyed by data_ptr, so a freed index's memory reused for a bad one skipped the check)."""
+    np = pytest.importorskip("numpy")
+    arr = np.array([[0, 1]], dtype=np.int64)
+    bank = torch.randn(4, 2)
+    mix(bank, torch.ones(1, 2), torch.from_numpy(arr))            # checked, cached
+    arr[0, 1] = 9                                                 # numpy write: no torch version bump
+    again = torch.from_numpy(arr)                                 # same address, version 0, another tensor
+    with pytest.raises(ShapeError, match="row 9"):
+        mix(bank, torch.ones(1, 2), again)
