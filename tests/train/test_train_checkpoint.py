@@ -260,3 +260,19 @@ def test_load_optimizer_state_names_with_dots_scalar_only_parameters_and_no_scal
     new = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     ckmod.load_optimizer(new, tensors, {k: v for k, v in meta.items() if k != "scalars"})
     assert new.state_dict()["state"].keys() == {0}
+
+
+def test_rng_round_trip_keeps_numpys_cached_gaussian():
+    """numpy's legacy generator caches the second Box-Muller value (has_gauss = 1): a resumed run must draw it."""
+    import json
+
+    import numpy as np
+    np.random.seed(0)
+    np.random.randn()                                               # leaves the cached gaussian
+    tensors, meta = ckmod.capture_rng()
+    assert meta["numpy"][3] == 1
+    meta = json.loads(json.dumps(meta))
+    want = [np.random.randn() for _ in range(3)]
+    np.random.seed(1)
+    ckmod.restore_rng(tensors, meta)
+    assert [np.random.randn() for _ in range(3)] == want
