@@ -32,9 +32,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core import GeneratedModel, mix
+from ..core import GeneratedModel, bind, mix
 from ..errors import ConfigError
-from ..nn.norm import VmappedBatchNorm, why_not_vmappable
+from ..nn.norm import VmappedBatchNorm, bn_layers, why_not_vmappable
 from .batched import direct_plan, run_direct
 from .hypermodules import HyperGenerator, softmax_rows
 
@@ -55,16 +55,6 @@ def _bind(module: nn.Module, attr: str, value: Tensor | None) -> None:
         module.__dict__[attr] = value
     if isinstance(module, nn.RNNBase) and attr in module._flat_weights_names:
         module._flat_weights[module._flat_weights_names.index(attr)] = value
-
-
-def _bn_layers(arch: nn.Module) -> list[nn.BatchNorm2d]:
-    """The BatchNorm layers of ``arch`` that keep running statistics (each member has its own)."""
-    return [m for m in arch.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and m.track_running_stats and m.running_mean is not None]
-
-
-def _set(module: nn.Module, attr: str, value: Tensor | None) -> None:
-    module.__dict__[attr] = value                       # shadows the buffer (None included) until popped
 
 
 def signature(model: nn.Module) -> tuple[Any, ...]:
@@ -88,7 +78,7 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
                             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)
     if why is not None:
         return why
-    stats = {id(b) for m in _bn_layers(arch) for b in (m.running_mean, m.running_var)}
+    stats = {id(b) for m in bn_layers(arch) for b in (m.running_mean, m.running_var)}
     if any(b.is_floating_point() and id(b) not in stats for b in arch.buffers()):
         return "it has floating-point buffers other than BatchNorm statistics (updated in place)"
     if any(isinstance(m, nn.RNNBase) for m in arch.modules()):
@@ -282,17 +272,16 @@ class TaskGroup(nn.Module):
             bound = {(id(mod), attr): t for (mod, attr), t in zip(places, tensors)}
             return run_direct(plan, lambda m, a: bound.get((id(m), a), getattr(m, a)), xs[0])
         saved = [mod.__dict__.get(attr) for mod, attr in places]
-        layers = _bn_layers(self.arch)
+        own = self._member_bns()                      # per member, its BN layers; own[0] are the arch's
+        layers = own[0]
         bn = VmappedBatchNorm(layers)
-        paths = {id(m): n for n, m in self.arch.named_modules()}
-        own = [[mem.get_submodule(paths[id(m)]) for m in layers] for mem in self._arch_of_members()]
         stats = [(torch.stack([o[i].running_mean for o in own]), torch.stack([o[i].running_var for o in own]))
                  for i in range(len(layers))]                                           # (T, C) each
 
         def one(ts: tuple[Tensor, ...], st: list[tuple[Tensor, Tensor]], *x: Any) -> Any:
             for (mod, attr), t in zip(places, ts):
                 _bind(mod, attr, t)
-            bn.bind(st, _set)
+            bn.bind(st, bind)                              # shadows the buffers (None included) until popped
             return self.arch(*x), bn.moments()
 
         counts = [[o[i].num_batches_tracked.clone() if o[i].num_batches_tracked is not None else None
@@ -319,8 +308,13 @@ class TaskGroup(nn.Module):
                             m.num_batches_tracked.copy_(counts[t][i] + bn.calls.count(i))
         return out
 
-    def _arch_of_members(self) -> list[nn.Module]:
-        return [m.model if self.is_muir else m for m in self.members]
+    def _member_bns(self) -> list[list[nn.Module]]:
+        """Per member, its BatchNorm layers with running statistics, in one order (paths found once)."""
+        archs = [m.model if self.is_muir else m for m in self.members]
+        if not hasattr(self, "_bn_paths"):
+            paths = {id(m): n for n, m in self.arch.named_modules()}
+            self._bn_paths = [paths[id(m)] for m in bn_layers(self.arch)]
+        return [[a.get_submodule(p) for p in self._bn_paths] for a in archs]
 
 
 def vectorize(models: Sequence[nn.Module]) -> TaskGroup:

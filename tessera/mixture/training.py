@@ -31,7 +31,6 @@ from ..errors import ConfigError
 from ..nn.norm import reestimate_bn
 from ..train import Method, Optim, Task, Trainer, TrainConfig
 from ..train.config import EmaConfig, OptimConfig, ScheduleConfig
-
 from .batched import BatchedTasks
 
 __all__ = ["TaskSplit", "train_tasks", "learn_interpolation", "accuracy", "evaluate_split"]
@@ -98,7 +97,8 @@ def train_tasks(model: nn.Module, tasks: Mapping[str, TaskSplit], *, steps: int,
 
     cfg = TrainConfig(steps=steps, batch_size=batch, eval_batch_size=1000, log_every=0,
                       checkpoint_every=checkpoint_every if out_dir is not None else 0, progress="off", seed=seed,
-                      device=device, multitask="sum" if batched else "round_robin", optim=OptimConfig(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-8),
+                      device=device, multitask="sum" if batched else "round_robin",
+                      optim=OptimConfig(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-8),
                       schedule=ScheduleConfig(name="cosine", warmup_steps=min(50, steps // 10), final_lr_frac=0.02),
                       ema=EmaConfig(enabled=ema > 0, decay=ema if ema > 0 else 0.9))
     trainer = Trainer(model, [make_task(n, d) for n, d in tasks.items()], cfg, out_dir=out_dir,
