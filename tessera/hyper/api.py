@@ -197,8 +197,9 @@ def reparameterize(models: nn.Module | Sequence[nn.Module], *, block: tuple[int,
             (location l's hypermodule fibre 0 = the current block, z_l = e_0: outputs unchanged).
         groups: per-model universe id; locations only share hypermodules within a universe.
         vectorize: run same-architecture models as batched groups (:mod:`.grouped`): ``"auto"`` groups
-            those that can be (no BatchNorm-like buffers, adapters or tied generated weights), True
-            refuses models that cannot, False keeps one model per call.
+            those that can be (no GRU / RNN, adapters, tied generated weights or floating-point buffers
+            other than BatchNorm statistics) except LSTM models, True groups LSTM models too (step by
+            step under ``vmap``) and refuses models that cannot be grouped, False keeps one model per call.
 
     A Parameter reached from several modules (tied weights) is generated once; all its users see it.
     """

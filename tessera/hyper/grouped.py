@@ -22,8 +22,9 @@ from .vectorize import TaskGroup, signature, why_not_vectorizable
 __all__ = ["GroupedTasks", "Vectorize"]
 
 Vectorize = bool | Literal["auto"]
-"""``"auto"``: group same-architecture tasks that can be grouped; True: also refuse (ConfigError) a
-task that cannot; False: every task runs on its own."""
+"""``"auto"``: group same-architecture tasks that can be grouped, except LSTM models (their group runs the
+LSTM step by step under ``vmap``: correct, but 2-3x slower than separate fused LSTMs on a CPU); True: group
+LSTM models too and refuse (ConfigError) a task that cannot be grouped; False: every task runs on its own."""
 
 
 class GroupedTasks(nn.Module):
@@ -90,6 +91,8 @@ class GroupedTasks(nn.Module):
                     raise ConfigError(f"vectorize=True but task {i} cannot be vectorized: {why}; "
                                       f"use vectorize='auto' (it runs on its own) or False")
                 continue
+            if mode == "auto" and any(isinstance(m, nn.LSTM) for m in t.modules()):
+                continue                                       # step-by-step under vmap: slower on CPU
             buckets.setdefault(signature(t), []).append(i)
         for members in buckets.values():
             if len(members) >= 2:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..core import GeneratedModel, bind, mix
 from ..errors import ConfigError
 from ..nn.norm import VmappedBatchNorm, bn_layers, why_not_vmappable
+from ..nn.rnn import functional_lstms, why_not_functional
 from .batched import direct_plan, run_direct
 from .hypermodules import HyperGenerator, softmax_rows
 
@@ -81,8 +82,9 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
     stats = {id(b) for m in bn_layers(arch) for b in (m.running_mean, m.running_var)}
     if any(b.is_floating_point() and id(b) not in stats for b in arch.buffers()):
         return "it has floating-point buffers other than BatchNorm statistics (updated in place)"
-    if any(isinstance(m, nn.RNNBase) for m in arch.modules()):
-        return "it has an LSTM/GRU/RNN (torch.func.vmap has no batching rule for them)"
+    why = why_not_functional(arch)
+    if why is not None:
+        return why + " (torch.func.vmap has no batching rule for recurrent kernels)"
     gen = getattr(model, "generator", None)
     if isinstance(model, GeneratedModel) and not isinstance(gen, HyperGenerator):
         return f"its generator is a {type(gen).__name__}, not a HyperGenerator"
@@ -288,7 +290,7 @@ class TaskGroup(nn.Module):
                    for i in range(len(layers))] for o in own]
         self._batched = True
         try:
-            with bn:
+            with bn, functional_lstms(self.arch):         # an LSTM runs step by step (no vmap rule for its kernel)
                 out, moments = torch.func.vmap(one, randomness="different")(tuple(tensors), stats, *xs)
         finally:
             self._batched = False

@@ -56,11 +56,20 @@ class TensorData:
         return self.n
 
     def __getitem__(self, idx: Tensor | slice) -> tuple[Any, Tensor | None]:
-        """Samples ``idx`` of x and y (a slice gives views: the engine's sequential batches)."""
-        y = self.y[idx] if self.y is not None else None
+        """Samples ``idx`` of x and y: a copy for an index tensor (``index_select``, ~2x faster than ``t[idx]``
+        on small batches), views for a slice."""
+        y = _take(self.y, idx) if self.y is not None else None
         if isinstance(self.x, (tuple, list)):
-            return type(self.x)(xi[idx] for xi in self.x), y
-        return self.x[idx], y
+            return type(self.x)(_take(xi, idx) for xi in self.x), y
+        return _take(self.x, idx), y
+
+
+def _take(t: Any, idx: Tensor | slice) -> Any:
+    """``t[idx]``; rows by ``index_select`` when ``idx`` is a 1-d integer tensor."""
+    if isinstance(idx, Tensor) and isinstance(t, Tensor) and idx.dim() == 1 \
+            and idx.dtype in (torch.int64, torch.int32):
+        return t.index_select(0, idx.to(t.device, non_blocking=True))
+    return t[idx]
 
 
 def as_data(d: Any) -> Indexable | None:

@@ -23,6 +23,22 @@ class _Seq(nn.Module):
         return self.head(h[:, -1])
 
 
+class _BiLM(nn.Module):
+    """Embedding, a 2-layer bidirectional LSTM (time first) from a given state, a head: a language model."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 8)
+        self.lstm = nn.LSTM(8, 4, num_layers=2, bidirectional=True)
+        self.head = nn.Linear(8, 11)
+
+    def forward(self, x):                                    # x (B, S) token ids
+        e = self.emb(x).transpose(0, 1)                      # (S, B, 8)
+        h0 = torch.ones(4, x.shape[0], 4, dtype=e.dtype) * 0.1
+        out, (h, c) = self.lstm(e, (h0, -h0))
+        return self.head(out).sum(0) + c.sum()               # uses the output and the final cell state
+
+
 ZOO = {   # name: (model factory, input (B, ...), reparameterize kwargs)
     "linear": (lambda: nn.Linear(8, 2, bias=False), (5, 8), dict(block=(8, 1), target_modules=[""])),
     "mlp": (lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)),
@@ -39,6 +55,8 @@ ZOO = {   # name: (model factory, input (B, ...), reparameterize kwargs)
     "mlp_bn": (lambda: nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.Tanh(),
                                      nn.Linear(8, 8, bias=False), nn.BatchNorm1d(8, affine=False), nn.Linear(8, 2)),
                (5, 6), dict(block=(4, 4))),
+    "lstm": (_Seq, (3, 4, 6), dict(block=(8, 8), target_modules=["lstm"])),    # vectorize=True: step by step
+    "bilstm_lm": (_BiLM, "tokens", dict(block=(4, 4), target_modules=["lstm", "head"])),
 }
 
 
@@ -50,7 +68,8 @@ def _pair(name, T=3, **kw):
     a = reparameterize(copy.deepcopy(nets), context=2, lam=2, p=1.0, verbose=False, vectorize=False, **rkw, **kw)
     torch.manual_seed(1)
     b = reparameterize(copy.deepcopy(nets), context=2, lam=2, p=1.0, verbose=False, vectorize=True, **rkw, **kw)
-    xs = [torch.randn(*shape, dtype=torch.float64) for _ in range(T)]
+    xs = [torch.randint(0, 11, (3, 5)) if shape == "tokens" else torch.randn(*shape, dtype=torch.float64)
+          for _ in range(T)]
     return a, b, xs
 
 
@@ -185,4 +204,9 @@ def test_plain_models_vectorize_and_refuse_what_they_cannot():
     with pytest.raises(Exception, match="cannot be vectorized"):
         reparameterize(bn(None), block=(4, 4), verbose=False, vectorize=True)
     seq = reparameterize([_Seq(), _Seq()], block=(8, 8), target_modules=["lstm"], verbose=False)
-    assert seq.task_groups == [] and len(seq([torch.randn(2, 4, 5)] * 2)) == 2   # vmap cannot batch an LSTM
+    assert seq.task_groups == [] and len(seq([torch.randn(2, 4, 5)] * 2)) == 2   # auto: LSTMs stay per task
+    gru = [nn.Sequential(nn.GRU(3, 4)) for _ in range(2)]
+    with pytest.raises(Exception, match="it has a GRU"):
+        vectorize(gru)
+    with pytest.raises(Exception, match="proj_size"):
+        vectorize([nn.LSTM(3, 4, proj_size=2) for _ in range(2)])
