@@ -155,3 +155,124 @@ def test_mix_index_cache_is_per_tensor_not_per_address():
     again = torch.from_numpy(arr)                                 # same address, version 0, another tensor
     with pytest.raises(ShapeError, match="row 9"):
         mix(bank, torch.ones(1, 2), again)
+
+
+def test_mix_error_messages_name_the_problem_and_the_fix():
+    """The whole message, not a fragment: users read it to fix their call."""
+    bank = torch.randn(3, 2)
+
+    def message(*args):
+        with pytest.raises(ShapeError) as e:
+            mix(*args)
+        return str(e.value)
+    assert message(bank, [[1.0]]) == "mix: bank, coeff (and index) must be tensors; got Tensor, list"
+    assert message(bank, torch.ones(1, 1), [[0]]) == "mix: bank, coeff (and index) must be tensors; got Tensor, Tensor, list"
+    assert message(torch.ones(3, 2, dtype=torch.long), torch.ones(1, 3)) == (
+        "mix: bank must be floating point, got int64; coefficients would be truncated to integers")
+    assert message(torch.randn(3, 5), torch.ones(1, 2)) == "mix: dense coeff has 2 columns but the bank has 3 rows"
+    assert message(bank, torch.ones(1, 1), torch.tensor([[3]])) == (
+        "mix: index holds row 3, the bank has rows 0..2; index rows that exist")
+
+
+def test_mix_casts_sparse_coefficients_to_the_bank_dtype():
+    bank = torch.arange(6.0).reshape(3, 2)                                     # float32
+    out = mix(bank, torch.tensor([[0.5, 2.0]], dtype=torch.float64), torch.tensor([[0, 2]]))
+    assert out.dtype == torch.float32 and out.tolist() == [[0.5 * 0 + 2 * 4, 0.5 * 1 + 2 * 5]]
+
+
+def test_mix_checks_an_unchanged_index_once(monkeypatch):
+    calls = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: calls.append(1) or real(t))
+    bank, idx = torch.randn(4, 2), torch.tensor([[0, 3]])
+    for _ in range(3):
+        mix(bank, torch.ones(1, 2), idx)
+    assert len(calls) == 1                                                     # cached: same tensor, version, rows
+    mix(torch.randn(5, 2), torch.ones(1, 2), idx)                              # another bank size: checked again
+    assert len(calls) == 2
+
+
+def test_take_parameter_leaves_the_value_readable_and_names_what_exists():
+    lin = nn.Linear(2, 3, bias=False)                                          # bias is registered as None
+    w = lin.weight.detach().clone()
+    v = take_parameter(lin, "weight")
+    assert "weight" not in lin._parameters and lin.weight is v and torch.equal(v, w) and not v.requires_grad
+    with pytest.raises(ShapeError) as e:
+        take_parameter(lin, "bias")
+    assert str(e.value) == "Linear has no parameter 'bias' to generate; it has []"
+    with pytest.raises(ShapeError) as e:
+        take_parameter(nn.Linear(2, 2), "kernel")
+    assert str(e.value) == "Linear has no parameter 'kernel' to generate; it has ['bias', 'weight']"
+
+
+def test_take_parameter_on_an_lstm_updates_its_flat_weights():
+    """Every LSTM weight taken: the fused kernel must read the taken (detached) tensors, not the old Parameters."""
+    lstm = nn.LSTM(2, 3)
+    names = list(lstm._flat_weights_names)
+    vals = {n: take_parameter(lstm, n) for n in names}
+    for i, n in enumerate(names):
+        assert lstm._flat_weights[i] is vals[n] and getattr(lstm, n) is vals[n]
+    assert list(lstm.parameters()) == [] and not lstm(torch.randn(4, 1, 2))[0].requires_grad
+
+
+def test_writer_errors_and_its_plan_is_computed_once():
+    m = nn.Linear(2, 2)
+    take_parameter(m, "weight")
+    with pytest.raises(ShapeError) as e:
+        WeightWriter([Slot(m, "weight", torch.Size([2, 2]), index=torch.arange(3))])
+    assert str(e.value) == "slot weight: index has 3 entries for shape (2, 2)"
+    w = WeightWriter([Slot(m, "weight", torch.Size([2, 2]), offset=1)])
+    src = torch.arange(6.0)
+    assert w.tensors(src)[0].tolist() == [[1, 2], [3, 4]]
+    plan = w._split_plan
+    assert plan == (6, [1, 4, 1], [1])                                         # gap, the slot, the remainder
+    w.tensors(src)
+    assert w._split_plan is plan                                               # reused, not recomputed
+    whole = WeightWriter([Slot(m, "weight", torch.Size([2, 2]), offset=0)])
+    whole.tensors(torch.arange(4.0))
+    assert whole._split_plan == (4, [4], [0])                                  # no empty chunks around it
+
+
+def test_writer_moves_its_gather_index_to_the_source_device():
+    m = nn.Linear(2, 2)
+    take_parameter(m, "weight")
+    views = WeightWriter([Slot(m, "weight", torch.Size([2, 2]), offset=0)])
+    assert views.to(torch.device("meta")) is views                             # no gathers: nothing to move
+    def gather():
+        return WeightWriter([Slot(m, "weight", torch.Size([2, 2]), index=torch.tensor([3, 2, 1, 0]))])
+    w = gather()
+    assert w.to(torch.device("cpu")) is w and w._gather_index.device.type == "cpu"
+    assert w.to(torch.device("meta")) is w and w._gather_index.device.type == "meta"
+    w = gather()
+    (t,) = w.tensors(torch.zeros(4, device="meta"))                            # a source elsewhere: index follows
+    assert t.device.type == "meta" and w._gather_index.device.type == "meta"
+    assert gather().tensors(torch.arange(4.0))[0].tolist() == [[3, 2], [1, 0]]
+
+
+def test_release_keeps_a_tensor_that_is_not_in_a_graph():
+    m = nn.Linear(2, 2)
+    take_parameter(m, "weight")
+    w = WeightWriter([Slot(m, "weight", torch.Size([2, 2]), offset=0)])
+    with torch.no_grad():
+        w.write(torch.arange(4.0))
+    before = m.weight
+    w.detach()
+    assert m.weight is before                                                  # nothing to release: untouched
+    w.write(torch.arange(4.0, requires_grad=True))
+    assert m.weight.grad_fn is not None
+    w.detach()
+    assert m.weight.grad_fn is None and m.weight.tolist() == [[0, 1], [2, 3]]
+
+
+def test_generated_model_passes_keyword_arguments():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2, bias=False)
+
+        def forward(self, x, scale=1.0):
+            return self.lin(x) * scale
+    inner = Scaled()
+    model = GeneratedModel(inner, _Gen(inner.lin))                             # weight = [[0, 3], [6, 9]]
+    x = torch.ones(1, 2)
+    assert model(x, scale=2.0).tolist() == [[6.0, 30.0]]
