@@ -31,8 +31,14 @@ def equivalent() -> dict[str, str]:
     return dict(re.findall(r"^- `(tessera\.[^`]+__mutmut_\d+)`: (.+)$", text, flags=re.M))
 
 
+def _mutmut() -> str:
+    """The ``mutmut`` of this interpreter's environment (it need not be on PATH), else the one on PATH."""
+    here = Path(sys.executable).parent / "mutmut"
+    return str(here) if here.is_file() else "mutmut"
+
+
 def statuses() -> dict[str, str]:
-    r = subprocess.run(["mutmut", "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([_mutmut(), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True)
     return dict(m.groups() for m in re.finditer(r"^\s*(\S+__mutmut_\d+): (.+)$", r.stdout, flags=re.M))
 
 
@@ -70,7 +76,7 @@ def _row(mod: str, c: Counter) -> str:
 
 def run(patterns: list[str]) -> int:
     children = os.environ.get("MUTMUT_CHILDREN", "2")
-    r = subprocess.run(["mutmut", "run", "--max-children", children, *patterns], cwd=ROOT,
+    r = subprocess.run([_mutmut(), "run", "--max-children", children, *patterns], cwd=ROOT,
                        env={**os.environ, "MPLBACKEND": "Agg"})
     report()
     return r.returncode

@@ -97,14 +97,15 @@ def _critics(model, seed=0):
     return [nn.Sequential(nn.Dropout(0.0), copy.deepcopy(h)) for h in model.heads]
 
 
-def test_moment_matching_equals_a_hand_written_reference():
+@pytest.mark.parametrize("order", [2, 3])
+def test_moment_matching_equals_a_hand_written_reference(order):
     model, sources, target = _setup()
     pools = feature_pool(model, sources, 16, embed=True)                            # 2 x ((16, E), (16,))
     critics = _critics(model)
     ref_model, ref_critics = copy.deepcopy(model), copy.deepcopy(critics)
     per = 8
     method = MomentMatching(model, "t", pools, critics, per_source=per, lr=0.05, final_lr=0.01, clf_lr=0.02,
-                            moment_weight=0.7, discrepancy_weight=1.3)
+                            moment_weight=0.7, discrepancy_weight=1.3, k=order)
     Trainer(model, [Task("t", train=target.x)], _cfg(), method=method).fit()
 
     ref_model.set_adapt_mode("t", False)
@@ -125,8 +126,8 @@ def test_moment_matching_equals_a_hand_written_reference():
         opt_c.zero_grad()
         clf.backward()
         opt_c.step()
-        # M3SDA's weighting: (source-target pairs) + (source-source pairs), raw moments of order 1 and 2
-        loss = 0.7 * moment_distance(es + [et], k=2, target=-1) + 1.3 * classifier_discrepancy(c1(et), c2(et))
+        # M3SDA's weighting: (source-target pairs) + (source-source pairs), raw moments of order 1 .. k
+        loss = 0.7 * moment_distance(es + [et], k=order, target=-1) + 1.3 * classifier_discrepancy(c1(et), c2(et))
         opt_t.zero_grad()
         loss.backward()
         opt_t.step()

@@ -65,8 +65,10 @@ def test_rp_accepts_any_self_supervised_task():
     assert loss.ndim == 0 and loss > 0
     with pytest.raises(ShapeError, match="num_classes=4"):
         RP(nn.Linear(16, 2)).loss(ext, torch.rand(3, 1, 4, 4))
-    with pytest.raises(ConfigError, match="SelfSupervisedTask"):
+    with pytest.raises(ConfigError) as e:
         RP(nn.Linear(16, 2), object())
+    assert str(e.value) == ("object is not a SelfSupervisedTask (needs name, num_classes, make_batch); "
+                            "implement those three")
 
 
 def test_identical_initial_weights():
@@ -148,6 +150,11 @@ def test_dcc_messages_single_task_and_state():
     with pytest.raises(ConfigError, match=r"^DCC classes=\['dog', 'cow'\]: \['dog', 'cow'\] not among the common "
                                           r"classes \['cat'\]; pass a non-empty subset of them$"):
         DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=["dog", "cow"])
+    common = [f"c{i:02d}" for i in range(12)]                                        # long lists are cut
+    with pytest.raises(ConfigError) as e:
+        DCC(nn.Linear(3, 1), [common, common], classes=[f"x{i}" for i in range(7)])
+    assert str(e.value) == (f"DCC classes={[f'x{i}' for i in range(5)]}: {[f'x{i}' for i in range(3)]} not among "
+                            f"the common classes {common[:10]}; pass a non-empty subset of them")
     with pytest.raises(ConfigError, match=r"^DCC classes=\[\]: empty not among"):
         DCC(nn.Linear(3, 1), [["cat", "dog"], ["cat", "car"]], classes=[])
     d = DCC(nn.Linear(3, 2), [["a", "b"], ["b", "a"]])
