@@ -84,7 +84,7 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
         return "it has floating-point buffers other than BatchNorm statistics (updated in place)"
     why = why_not_functional(arch)
     if why is not None:
-        return why + " (torch.func.vmap has no batching rule for recurrent kernels)"
+        return why
     gen = getattr(model, "generator", None)
     if isinstance(model, GeneratedModel) and not isinstance(gen, HyperGenerator):
         return f"its generator is a {type(gen).__name__}, not a HyperGenerator"
@@ -112,9 +112,11 @@ class TaskGroup(nn.Module):
         sig = signature(members[0])
         for i, m in enumerate(members):
             why = why_not_vectorizable(m)
-            if why is not None or signature(m) != sig:
-                raise ConfigError(f"member {i} cannot be vectorized with member 0: "
-                                  + (why or "a different architecture (modules, shapes or location table)"))
+            if why is not None:
+                raise ConfigError(f"member {i} cannot be vectorized: {why}; run it on its own")
+            if signature(m) != sig:
+                raise ConfigError(f"member {i} cannot be vectorized with member 0: a different architecture "
+                                  "(modules, shapes or location table); group only same-architecture models")
         self.members = list(members)                      # not registered: the owner keeps them
         self.persistent = persistent
         self.is_muir = isinstance(members[0], GeneratedModel)

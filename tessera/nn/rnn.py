@@ -34,9 +34,10 @@ def why_not_functional(module: nn.Module) -> str | None:
     for m in module.modules():
         if isinstance(m, nn.RNNBase):
             if type(m) is not nn.LSTM:
-                return f"it has a {type(m).__name__} (only nn.LSTM has a step-by-step form here)"
+                return (f"it has a {type(m).__name__} (vmap has no batching rule for its fused kernel; only nn.LSTM "
+                        "has a step-by-step form here)")
             if m.proj_size:
-                return "it has an LSTM with proj_size > 0"
+                return "it has an LSTM with proj_size > 0 (no step-by-step form here)"
     return None
 
 
