@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+import tessera
 from tessera.errors import CheckpointError, TesseraWarning
 from tessera.threads import intra_op_threads
 from tessera.train import Trainer
 from tessera.train.checkpoint import FORMAT, load_checkpoint, verify_checkpoint
 from train_helpers import tiny_setup
+
+UNDER_MUTMUT = "mutants" in Path(tessera.__file__).parts   # mutmut's trampolines add a frame to every call
 
 FILES = ["model.safetensors", "ema.safetensors", "optim.safetensors", "rng.safetensors", "state.json"]
 
@@ -65,11 +69,19 @@ def test_layout_and_checksums(run):
 @pytest.mark.parametrize("how", ["flipped", "truncated", "deleted"])
 @pytest.mark.parametrize("name", FILES)
 def test_damaged_latest_falls_back_to_previous_with_a_warning(run, name, how):
+    size = (run / "ckpt" / name).stat().st_size
     _damage(run / "ckpt" / name, how)
-    with pytest.warns(TesseraWarning, match=r"ckpt is unusable.*using the previous checkpoint .*ckpt\.prev \(step 5\)"):
+    with pytest.warns(TesseraWarning, match=r"ckpt is unusable.*using the previous checkpoint .*ckpt\.prev \(step 5\)") as w:
         ck = load_checkpoint(run)
     assert ck.step == 5 and ck.fallback is not None and ck.fallback[0] == run / "ckpt"
     assert name in ck.fallback[1] or "state.json" in ck.fallback[1]
+    assert str(w[0].message) == (f"{run / 'ckpt'} is unusable: {ck.fallback[1]}; using the previous checkpoint "
+                                 f"{run / 'ckpt.prev'} (step 5) instead")       # not quarantined: nothing moved
+    assert (run / "ckpt").is_dir() and not (run / "ckpt.corrupt").exists()
+    assert w[0].filename == __file__ or UNDER_MUTMUT                 # attributed to the caller's line
+    if how == "truncated" and name != "state.json":
+        assert ck.fallback[1] == (f"{run / 'ckpt' / name}: {size // 2} bytes, {size} were written; the file is "
+                                  "truncated or altered")
 
 
 def test_tampered_state_json_that_still_parses_is_caught(run):
@@ -82,19 +94,23 @@ def test_tampered_state_json_that_still_parses_is_caught(run):
 def test_both_damaged_is_an_error_naming_both(run):
     (run / "ckpt" / "rng.safetensors").unlink()
     _damage(run / "ckpt.prev" / "optim.safetensors", "flipped")
-    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*rng\.safetensors: missing.*optim\.safetensors: "
-                                              r"sha256 mismatch"):
+    with pytest.raises(CheckpointError) as e:
         load_checkpoint(run)
+    assert str(e.value) == (f"no usable checkpoint in {run}: {run / 'ckpt' / 'rng.safetensors'}: missing; the "
+                            f"checkpoint is incomplete; {run / 'ckpt.prev' / 'optim.safetensors'}: sha256 mismatch; "
+                            "the file is corrupt or was altered; start a new run in another --out")
 
 
 def test_resume_after_fallback_equals_a_straight_run_and_quarantines_the_bad_one(run, tmp_path):
     ref = _trainer(tmp_path / "ref", checkpoint_every=5)
     ref.fit(20)
     _damage(run / "ckpt" / "optim.safetensors", "flipped")       # silently wrong before checksums
+    (run / "ckpt.corrupt" / "older").mkdir(parents=True)           # an earlier quarantined checkpoint: replaced
     tr = _trainer(run, checkpoint_every=5)
     with pytest.warns(TesseraWarning, match="moved to ckpt.corrupt"):
         assert tr.load_checkpoint() == 5
     assert (run / "ckpt.corrupt").is_dir() and not (run / "ckpt").exists()
+    assert not (run / "ckpt.corrupt" / "older").exists() and (run / "ckpt.corrupt" / "state.json").is_file()
     tr.fit(20)
     for k, v in ref.net.state_dict().items():
         assert torch.equal(v, tr.net.state_dict()[k]), k
@@ -108,8 +124,28 @@ def test_older_formats_load_unverified_with_a_warning(run):
         state.pop(k)
     state["format"] = "tessera.train/2"
     p.write_text(json.dumps(state))
-    with pytest.warns(TesseraWarning, match="without checksums"):
+    with pytest.warns(TesseraWarning, match="without checksums") as w:
         assert load_checkpoint(run).step == 10
+    assert w[0].filename == __file__ or UNDER_MUTMUT                 # attributed to the caller's line
+
+
+def test_a_file_with_a_matching_digest_that_does_not_parse_is_named(run):
+    """A writer that recorded the digest of garbage: the checksums pass, parsing names the file."""
+    import hashlib
+
+    from tessera.train.checkpoint import _state_digest
+    bad = b"not safetensors"
+    (run / "ckpt" / "extra.safetensors").write_bytes(bad)
+    p = run / "ckpt" / "state.json"
+    state = json.loads(p.read_text())
+    state["files"]["extra.safetensors"] = {"sha256": hashlib.sha256(bad).hexdigest(), "bytes": len(bad)}
+    state.pop("state_sha256")
+    state["state_sha256"] = _state_digest(state)
+    p.write_text(json.dumps(state))
+    with pytest.warns(TesseraWarning, match="is unusable"):
+        ck = load_checkpoint(run)
+    assert ck.step == 5 and ck.fallback[1].startswith(f"{run / 'ckpt' / 'extra.safetensors'}: not a valid "
+                                                      "safetensors file")
 
 
 def test_stale_temporaries_are_removed_when_a_run_takes_the_directory(run):

@@ -219,7 +219,7 @@ def test_save_verify_and_load_a_checkpoint_folder(tmp_path, monkeypatch):
     assert torch.equal(loaded.ema["w"], _model()["w"]) and torch.equal(loaded.extra["e"], torch.ones(2))
     assert loaded.rng.keys() == {"torch.0"} and loaded.optim.keys() == {"0.m"}
     prev = load_checkpoint(tmp_path / "out" / "run" / "ckpt.prev")      # a checkpoint folder itself
-    assert prev.step == 1 and prev.ema is None and prev.optim == {} and prev.extra == {}
+    assert prev.step == 1 and prev.ema is None and prev.optim == {} and prev.extra == {} and prev.rng == {}
     assert find_checkpoint(tmp_path / "out" / "run") == ck and find_checkpoint(tmp_path / "nothing") is None
     with pytest.raises(CheckpointError, match=r"^no checkpoint in .*nothing \(expected .*nothing/ckpt/state\.json\); "
                                               r"check the run directory, or start a new run without --resume$"):
