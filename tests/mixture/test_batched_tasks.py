@@ -157,3 +157,24 @@ def test_batched_method_refuses_a_task_head():
     cfg = TrainConfig(steps=1, batch_size=4, multitask="sum", progress="off", log_every=0, checkpoint_every=0)
     with pytest.raises(Exception, match=r"tasks \['b'\] have a Task.head: drop it"):
         Trainer(net, tasks, cfg, method=BatchedTasks()).fit()
+
+
+class _GatedBlock(nn.Module):          # takes a keyword argument, as attention blocks take masks
+    def __init__(self, d: int = 12):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x, gate: float = 1.0):
+        return x + gate * torch.tanh(self.fc(x))
+
+
+def test_block_keyword_arguments_reach_every_block_in_the_batched_call():
+    torch.manual_seed(0)
+    net, shape = _vec(_GatedBlock)
+    net.eval()
+    xs = {t: torch.randn(4, *shape) for t in T_NAMES}
+    assert can_batch(net, xs) is None
+    out = net.forward_tasks(xs, gate=0.25)
+    for t, x in xs.items():
+        torch.testing.assert_close(out[t], net(x, task=t, gate=0.25))
+        assert not torch.allclose(out[t], net(x, task=t))             # the gate changes the output
