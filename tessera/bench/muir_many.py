@@ -14,7 +14,8 @@ the public API (one model per task, vectorized) over a hand-written batched loop
   One generation = begin, ``n_iter`` steps, select.
 
 Both paths are timed in ONE :func:`~.timing.compare` call (interleaved rounds, medians); ratio =
-API / reference. Target: <= 1.3.
+API / reference. Target: <= 1.3. The search step alone (``MuirModels.begin_generation`` + ``end_generation`` vs
+the bare :class:`~tessera.hyper.search.AlignmentSearch` calls) is timed at 30, 10^4 and 10^5 locations.
 """
 from __future__ import annotations
 
@@ -180,6 +181,34 @@ def cnn_fns(n_iter: int, T: int = T_CNN) -> dict[str, Callable[[], Any]]:
     return {"reference": reference, "api": api}
 
 
+SEARCH_SIZES = {"30 tasks x Linear(20, 1), block 20x1": (30, None), "10^4 locations (Linear(400, 400), block 4x4)": (1, 400),
+                "10^5 locations (Linear(1264, 1264), block 4x4)": (1, 1264)}
+
+
+def search_fns(tasks: int, width: int | None) -> dict[str, Callable[[], Any]]:
+    """One search step (propose, score reset, select) through ``MuirModels.begin/end_generation`` vs the bare
+    :class:`AlignmentSearch` calls of the hand loop, on the same number of locations."""
+    if width is None:
+        models, kw = [nn.Linear(20, 1, bias=False) for _ in range(tasks)], dict(block=(20, 1), context=1)
+    else:
+        models, kw = [nn.Linear(width, width)], dict(block=(4, 4), context=4)
+    muir = reparameterize(models, lam=4, p=0.5, target_modules=[""], verbose=False, **kw)
+    opt = torch.optim.Adam(muir.param_groups(lr=1e-3))
+    search = AlignmentSearch(muir.search.L, lam=4, p=0.5, eps=1e-4, seed=0)
+    state = {"psi": search.init_alignment()}
+    scores = torch.zeros(muir.search.L, 5)
+
+    def reference() -> None:
+        cand = search.propose(state["psi"])
+        scores.zero_()
+        state["psi"] = search.select(cand, scores)
+
+    def api() -> None:
+        muir.begin_generation(opt)
+        muir.end_generation()
+    return {"reference": reference, "api": api}
+
+
 def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
     """Time one generation of both workloads, interleaved, and write the rows."""
     quick = opts.budget == "quick" or _smoke
@@ -199,6 +228,9 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
         fns.update({f"cnn/{k}": f for k, f in cnn_fns(n_iter).items()})
         print(f"muir-many-tasks: timing {len(fns)} generation functions, {rounds} interleaved rounds ...", flush=True)
         t = compare(fns, warmup=warmup, rounds=rounds)
+        sizes = dict(list(SEARCH_SIZES.items())[:1]) if _smoke else SEARCH_SIZES
+        search = {label: compare(search_fns(*size), warmup=warmup, rounds=max(rounds, 5), inner=1 if _smoke else 20)
+                  for label, size in sizes.items()}      # search steps: short, so timed in their own rounds
     rep.add_bench_row(setting=f"synthetic: {6 * seeds} universes x 30 Linear(20, 1) + STL (Table 2 workload, "
                               f"{seeds} seed(s))", method="public API (vectorized) vs hand-written batched loop",
                       metric="generation_s", baseline_s=t["syn/reference"], candidate_s=t["syn/api"],
@@ -206,4 +238,8 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
     rep.add_bench_row(setting=f"digits: {T_CNN} small CNNs, batch {BATCH} each, {n_iter} steps",
                       method="public API (vectorized) vs hand-written batched loop", metric="generation_s",
                       baseline_s=t["cnn/reference"], candidate_s=t["cnn/api"], target_ratio=TARGET)
+    for label, ts in search.items():
+        rep.add_bench_row(setting=f"search step: {label}", method="MuirModels.begin/end_generation vs bare "
+                          "AlignmentSearch", metric="search_step_s", baseline_s=ts["reference"],
+                          candidate_s=ts["api"], target_ratio=TARGET)
     return rep.write(opts.json)

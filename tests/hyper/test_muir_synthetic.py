@@ -100,8 +100,8 @@ def test_public_api_layout_oracle_and_universes():
 def test_bench_many_tasks_rows(tmp_path):
     from tessera.bench.muir_many import run
     res = run(RunOptions(json=tmp_path / "b.json", budget="quick", seeds=1), _smoke=True)
-    assert res["name"] == "muir-many-tasks" and [r["setting"].split(":")[0] for r in res["rows"]] == ["synthetic",
-                                                                                                     "digits"]
+    assert res["name"] == "muir-many-tasks" and [r["setting"].split(":")[0] for r in res["rows"]] == [
+        "synthetic", "digits", "search step"]
     for r in res["rows"]:
         assert r["baseline_s"] > 0 and r["candidate_s"] > 0 and r["target_ratio"] == 1.3
         assert r["ratio"] == pytest.approx(r["candidate_s"] / r["baseline_s"])
