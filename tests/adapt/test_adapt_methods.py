@@ -52,8 +52,8 @@ def _draws(target, k: int, keys):
 def test_adda_equals_a_hand_written_reference():
     model, sources, target = _setup()
     pool = torch.cat([f for f, _ in feature_pool(model, sources, 16, embed=False)])      # (32, C, H, W)
-    torch.manual_seed(5)
-    disc = Discriminator.for_features(pool.shape[1:], hidden=8)
+    torch.manual_seed(9)                     # a discriminator that calls some target samples "target" (step 0):
+    disc = Discriminator.for_features(pool.shape[1:], hidden=8)      # disc_acc's two halves both matter
     ref_model, ref_disc = copy.deepcopy(model), copy.deepcopy(disc)
     method = ADDA(model, "t", pool, disc, lr=0.05, final_lr=0.01, disc_lr=0.02, disc_final_lr=0.002)
     Trainer(model, [Task("t", train=target.x)], _cfg(), method=method).fit()
@@ -81,10 +81,13 @@ def test_adda_equals_a_hand_written_reference():
         g_loss.backward()
         opt_t.step()
         hist.append({"disc_loss": float(d_loss.detach()), "target_loss": float(g_loss.detach()),
-                     "disc_acc": 0.5 * (float((ls > 0).float().mean()) + float((lt < 0).float().mean()))})
+                     "disc_acc": 0.5 * (float((ls > 0).float().mean()) + float((lt < 0).float().mean())),
+                     "target_right": float((lt < 0).float().mean())})
     torch.testing.assert_close(model.net.mixture["t"], logits, rtol=0, atol=1e-6)
     for p, q in zip(disc.parameters(), ref_disc.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    assert len(method.history) == len(hist) == STEPS
+    assert any(0 < r["target_right"] < 1 for r in hist)                         # not a degenerate disc_acc
     for h, r in zip(method.history, hist):
         assert h["disc_loss"] == pytest.approx(r["disc_loss"], abs=1e-6)
         assert h["target_loss"] == pytest.approx(r["target_loss"], abs=1e-6)
