@@ -192,11 +192,12 @@ def search_fns(tasks: int, width: int | None) -> dict[str, Callable[[], Any]]:
         models, kw = [nn.Linear(20, 1, bias=False) for _ in range(tasks)], dict(block=(20, 1), context=1)
     else:
         models, kw = [nn.Linear(width, width)], dict(block=(4, 4), context=4)
-    muir = reparameterize(models, lam=4, p=0.5, target_modules=[""], verbose=False, **kw)
+    lam = 4
+    muir = reparameterize(models, lam=lam, p=0.5, target_modules=[""], verbose=False, **kw)
     opt = torch.optim.Adam(muir.param_groups(lr=1e-3))
-    search = AlignmentSearch(muir.search.L, lam=4, p=0.5, eps=1e-4, seed=0)
+    search = AlignmentSearch(muir.search.L, lam=lam, p=0.5, eps=1e-4, seed=0)
     state = {"psi": search.init_alignment()}
-    scores = torch.zeros(muir.search.L, 5)
+    scores = torch.zeros(muir.search.L, lam + 1)                 # (L, J): one score per candidate
 
     def reference() -> None:
         cand = search.propose(state["psi"])

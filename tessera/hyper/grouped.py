@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nn.rnn import lstms
 from .hypermodules import HyperGenerator
 from .vectorize import TaskGroup, signature, why_not_vectorizable
 
@@ -91,7 +92,7 @@ class GroupedTasks(nn.Module):
                     raise ConfigError(f"vectorize=True but task {i} cannot be vectorized: {why}; "
                                       f"use vectorize='auto' (it runs on its own) or False")
                 continue
-            if mode == "auto" and any(isinstance(m, nn.LSTM) for m in t.modules()):
+            if mode == "auto" and lstms(t):
                 continue                                       # step-by-step under vmap: slower on CPU
             buckets.setdefault(signature(t), []).append(i)
         for members in buckets.values():

@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import ConfigError
 
-__all__ = ["lstm_forward", "functional_lstms", "why_not_functional"]
+__all__ = ["lstm_forward", "functional_lstms", "why_not_functional", "lstms"]
 
 
 def why_not_functional(module: nn.Module) -> str | None:
@@ -85,11 +85,16 @@ def lstm_forward(m: nn.LSTM, x: Tensor, hx: tuple[Tensor, Tensor] | None = None)
     return (h_in.transpose(0, 1) if m.batch_first else h_in), (hn, cn)
 
 
+def lstms(module: nn.Module) -> list[nn.LSTM]:
+    """The ``nn.LSTM`` layers of ``module`` (exactly that class: a subclass may override ``forward``)."""
+    return [m for m in module.modules() if type(m) is nn.LSTM]
+
+
 class functional_lstms:
     """``with functional_lstms(module):`` every ``nn.LSTM`` in ``module`` runs as :func:`lstm_forward`."""
 
     def __init__(self, module: nn.Module):
-        self.lstms = [m for m in module.modules() if type(m) is nn.LSTM]
+        self.lstms = lstms(module)
 
     def __enter__(self) -> "functional_lstms":
         for m in self.lstms:
