@@ -12,9 +12,12 @@ rows); every choice that needs target labels is made on it and never on the test
 whose mixture weights the target copies (App. D.2), the accuracy-based coefficients of Table 9, and
 each row's learning rate: every rate in ``lr_grid`` (unsupervised rows) or ``ft_lr_grid``
 (supervised rows) is run from the same state, and the one with the best validation accuracy is
-kept (ties: the smaller rate). Held-out *source* data cannot make this choice: only target
-parameters move, so the sources' predictions are the same for every rate. The validation and test
-accuracy of every rate is recorded in ``info["selection"]``.
+kept (ties: the smaller rate). With ``bn_grid`` (e.g. ``("eval", "train")``) every rate is also run
+with each mode of the target's BN statistics while adapting (frozen, or updated from the target's
+batches), and the (rate, mode) pair is chosen the same way (ties: ``target_bn``); each mode's own
+validation-chosen result is also reported (``<row>_bn_<mode>``). Held-out *source* data cannot make
+these choices: only target parameters move, so the sources' predictions are the same for every rate.
+The validation and test accuracy of every run is recorded in ``info["selection"]``.
 
 Each returns ``{"acc": {row: %}, "params": {row: trained parameters}, "info": {...}}``; the
 experiments aggregate these over seeds. This is an experiment protocol (rows named after the paper's
@@ -80,6 +83,8 @@ class AdaptConfig:
                                     # trained parameters act) | "train" (batch statistics, target's updated)
     stats_diagnostic: bool = True   # also report source-only + re-estimated target BN statistics (nothing trained)
     other_bn_rows: bool = True      # also run both unsupervised rows with the other target_bn mode (chosen rate)
+    bn_grid: tuple[str, ...] = ()   # target_bn modes every row tries with every rate (chosen on validation);
+                                    # () = only target_bn
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,30 +130,44 @@ class _Rows:
         return finetune_target(self.model, self.train, steps=c.ft_steps, val=self.val,
                                eval_every=c.ft_eval_every, **common)
 
-    def row(self, key: str, kind: str, lrs: Sequence[float], bn: str | None = None, logits: torch.Tensor | None = None
-            ) -> float:
-        """Test accuracy of ``kind`` at the learning rate of ``lrs`` with the best validation accuracy."""
+    def _pick(self, tried: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The run with the best validation accuracy (ties: the smaller rate, then ``target_bn``)."""
+        return min(tried.values(), key=lambda r: (-r.get("val", 0.0), r["lr"], r["bn"] != self.cfg.target_bn))
+
+    def row(self, key: str, kind: str, lrs: Sequence[float], bns: Sequence[str] | None = None,
+            logits: torch.Tensor | None = None) -> float:
+        """Test accuracy of ``kind`` at the (rate, BN mode) of ``lrs`` x ``bns`` with the best validation accuracy."""
+        bns = tuple(bns or (self.cfg.target_bn,))
         tried: dict[str, dict[str, Any]] = {}
-        for lr in lrs:
-            if logits is not None:
-                self.model.set_logits(self.t, logits)
-            hist = self._run(kind, lr, bn or self.cfg.target_bn, key if len(lrs) == 1 else f"{key}_lr{lr:g}")
-            r: dict[str, Any] = {"lr": lr, "test": accuracy(self.model, self.test, self.t)}
-            if self.val is not None:
-                r["val"] = accuracy(self.model, self.val, self.t)
-                curve = [[i + 1, h[f"val_{self.t}"]] for i, h in enumerate(hist) if f"val_{self.t}" in h]
-                if len(curve) > 1:
-                    r["val_curve"] = curve
-            tried[f"{lr:g}"] = r
-            self.restore()
-        best = min(tried.values(), key=lambda r: (-r.get("val", 0.0), r["lr"]))
-        if len(lrs) > 1:
+        for bn in bns:
+            for lr in lrs:
+                if logits is not None:
+                    self.model.set_logits(self.t, logits)
+                name = key + (f"_lr{lr:g}" if len(lrs) > 1 else "") + (f"_bn{bn}" if len(bns) > 1 else "")
+                hist = self._run(kind, lr, bn, name)
+                r: dict[str, Any] = {"lr": lr, "bn": bn, "test": accuracy(self.model, self.test, self.t)}
+                if self.val is not None:
+                    r["val"] = accuracy(self.model, self.val, self.t)
+                    curve = [[i + 1, h[f"val_{self.t}"]] for i, h in enumerate(hist) if f"val_{self.t}" in h]
+                    if len(curve) > 1:
+                        r["val_curve"] = curve
+                tried[f"{lr:g}" + (f"/{bn}" if len(bns) > 1 else "")] = r
+                self.restore()
+        best = self._pick(tried)
+        if len(tried) > 1:
             self.selection[key] = {"chosen_lr": best["lr"], "criterion": "target-train validation accuracy",
                                    "tried": tried}
+            if len(bns) > 1:
+                self.selection[key]["chosen_bn"] = best["bn"]
+                self.selection[key]["per_bn"] = {bn: self._pick({k: r for k, r in tried.items() if r["bn"] == bn})
+                                                 for bn in bns}
         return best["test"]
 
     def chosen(self, key: str, default: float) -> float:
         return self.selection.get(key, {}).get("chosen_lr", default)
+
+    def chosen_bn(self, key: str) -> str:
+        return self.selection.get(key, {}).get("chosen_bn", self.cfg.target_bn)
 
 
 def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_train: Domain, target_test: Domain,
@@ -195,20 +214,26 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
         rows.restore()
 
     lrs, ft_lrs = cfg.lr_grid or (cfg.lr_mixture,), cfg.ft_lr_grid or (cfg.lr_mixture,)
+    bns = cfg.bn_grid or (cfg.target_bn,)
     for kind in ("adda", "m3sda"):
-        acc[f"comp_{kind}"] = rows.row(kind, kind, lrs)
-    if cfg.other_bn_rows:      # the other target_bn mode, at the rate chosen above
+        acc[f"comp_{kind}"] = rows.row(kind, kind, lrs, bns)
+    acc["comp_supervised"] = rows.row("supervised", "supervised", ft_lrs, bns)
+    if len(bns) > 1:           # each BN mode's own validation-chosen result
+        for kind in ("adda", "m3sda", "supervised"):
+            for bn, r in rows.selection[kind]["per_bn"].items():
+                acc[f"comp_{kind}_bn_{bn}"] = r["test"]
+    elif cfg.other_bn_rows:    # the other target_bn mode, at the rate chosen above
         other = "train" if cfg.target_bn == "eval" else "eval"
         for kind in ("adda", "m3sda"):
-            acc[f"comp_{kind}_bn_{other}"] = rows.row(f"{kind}_bn_{other}", kind, (rows.chosen(kind, lrs[0]),), other)
-    acc["comp_supervised"] = rows.row("supervised", "supervised", ft_lrs)
+            acc[f"comp_{kind}_bn_{other}"] = rows.row(f"{kind}_bn_{other}", kind, (rows.chosen(kind, lrs[0]),),
+                                                      (other,))
     for key in [k for k in acc if k.startswith("comp_") and k not in ("comp_source_only", "comp_stats_only")]:
         params[key] = n_target
     log(f"  comp: ADDA {acc['comp_adda']:.2f}%, moment matching {acc['comp_m3sda']:.2f}%, "
         f"supervised {acc['comp_supervised']:.2f}%")
 
     if table9:
-        ft_lr = rows.chosen("supervised", ft_lrs[0])
+        ft_lr, ft_bn = rows.chosen("supervised", ft_lrs[0]), rows.chosen_bn("supervised")
         learned, coef = learned_init(model, train, names, steps=cfg.learned_steps, batch_size=cfg.adapt_batch,
                                      target_bn=cfg.target_bn, seed=seed, out_dir=_sub(work, "learned_init"))
         info["learned_coefficients"] = coef
@@ -219,7 +244,7 @@ def run_compositional(model: CompositionalDA, sources: Sequence[Domain], target_
             model.set_logits(t, logits)
             acc[f"init:{kind}"] = accuracy(model, target_test, t)
             rows.restore()
-            acc[f"ft:{kind}"] = rows.row(f"ft_{kind}", "supervised", (ft_lr,), logits=logits)
+            acc[f"ft:{kind}"] = rows.row(f"ft_{kind}", "supervised", (ft_lr,), (ft_bn,), logits=logits)
         acc["init:copy"], acc["ft:copy"] = acc["comp_source_only"], acc["comp_supervised"]
     info["selection"] = rows.selection
     return {"acc": acc, "params": params, "info": info}
@@ -246,9 +271,10 @@ def run_isometric(model: IsometricDA, sources: Sequence[Domain], target_train: D
     rows = _Rows(model, sources, train, val, target_test, cfg, seed, work)
     n_target = count_parameters(model.target_parameters(t).values())
     acc["source_only"], params["source_only"] = accuracy(model, target_test, t), params["pretrain"]
+    bns = cfg.bn_grid or (cfg.target_bn,)
     for kind in ("adda", "m3sda"):
-        acc[f"ia_{kind}"] = rows.row(kind, kind, cfg.lr_grid or (cfg.lr_adapter,))
-    acc["ia_supervised"] = rows.row("supervised", "supervised", cfg.ft_lr_grid or (cfg.lr_adapter,))
+        acc[f"ia_{kind}"] = rows.row(kind, kind, cfg.lr_grid or (cfg.lr_adapter,), bns)
+    acc["ia_supervised"] = rows.row("supervised", "supervised", cfg.ft_lr_grid or (cfg.lr_adapter,), bns)
     params["ia_adda"] = params["ia_m3sda"] = params["ia_supervised"] = n_target
     log(f"  isometric: source-only {acc['source_only']:.2f}%, ADDA (IA) {acc['ia_adda']:.2f}%, "
         f"moment matching (IA) {acc['ia_m3sda']:.2f}%, supervised (IA) {acc['ia_supervised']:.2f}%")

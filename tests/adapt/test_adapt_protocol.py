@@ -151,3 +151,45 @@ def test_supervised_rows_record_a_validation_curve():
     rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False)
     for r in rc["info"]["selection"]["supervised"]["tried"].values():
         assert [s for s, _ in r["val_curve"]] == [2, 4] and r["val_curve"][-1][1] == pytest.approx(r["val"])
+
+
+def test_bn_mode_is_chosen_with_the_rate_on_validation_and_each_mode_is_reported(monkeypatch, tmp_path):
+    """With ``bn_grid`` every (rate, BN mode) pair runs; the row keeps the pair best on VALIDATION, and
+    each mode's own validation-chosen TEST accuracy is a row of its own."""
+    import tessera.experiments.da_protocol as proto
+
+    now: dict[str, object] = {}
+    runs: list[tuple[str, float, str]] = []
+
+    def fake_run(model, *a, lr, target_bn, **kw):
+        now.update(lr=lr, bn=target_bn)
+        runs.append((kw["out_dir"], lr, target_bn))
+        return []
+    for name in ("adapt_adda", "adapt_m3sda", "finetune_target"):
+        monkeypatch.setattr(proto, name, fake_run)
+    sources, tests, ttr, tte = _data()
+    #            (lr, bn): (val, test)   train mode wins on validation at 0.1; eval's best is 1e-3
+    table = {(1e-3, "eval"): (60.0, 91.0), (0.1, "eval"): (50.0, 99.0),
+             (1e-3, "train"): (55.0, 98.0), (0.1, "train"): (70.0, 80.0)}
+    real_accuracy = proto.accuracy
+
+    def fake_accuracy(model, domain, as_domain=None, batch_size=512):
+        if "lr" not in now or domain is tests[0] or domain is tests[1]:
+            return real_accuracy(model, domain, as_domain)
+        val, test = table[(now["lr"], now["bn"])]
+        return val if len(domain) == 10 else test
+    monkeypatch.setattr(proto, "accuracy", fake_accuracy)
+    cfg = AdaptConfig(pretrain_steps=2, batch_size=16, adapt_batch=16, pool=16, learned_steps=1, val_size=10,
+                      lr_grid=(1e-3, 0.1), ft_lr_grid=(1e-3, 0.1), bn_grid=("eval", "train"),
+                      stats_diagnostic=False, other_bn_rows=True)
+    rc = run_compositional(tiny_comp(), sources, ttr, tte, tests, cfg, log=lambda m: None, table9=False,
+                           work=tmp_path)
+    for key in ("adda", "m3sda", "supervised"):
+        sel = rc["info"]["selection"][key]
+        assert (sel["chosen_lr"], sel["chosen_bn"]) == (0.1, "train")
+        assert set(sel["tried"]) == {"0.001/eval", "0.1/eval", "0.001/train", "0.1/train"}
+        assert rc["acc"][f"comp_{key}"] == 80.0                            # the TEST accuracy of the chosen pair
+        assert rc["acc"][f"comp_{key}_bn_eval"] == 91.0                    # eval's own choice: 1e-3 (val 60)
+        assert rc["acc"][f"comp_{key}_bn_train"] == 80.0
+    assert len(runs) == 12                          # 3 rows x 2 rates x 2 modes; other_bn_rows adds nothing
+    assert len({r[0] for r in runs}) == 12                                 # each run its own checkpoint folder
