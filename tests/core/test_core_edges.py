@@ -276,3 +276,62 @@ def test_generated_model_passes_keyword_arguments():
     model = GeneratedModel(inner, _Gen(inner.lin))                             # weight = [[0, 3], [6, 9]]
     x = torch.ones(1, 2)
     assert model(x, scale=2.0).tolist() == [[6.0, 30.0]]
+
+
+def _plain_mix(bank, coeff, index):
+    """The reference: embedding_bag with its own backward."""
+    return torch.nn.functional.embedding_bag(index, bank, per_sample_weights=coeff, mode="sum")
+
+
+@pytest.mark.parametrize("P", [1, 3, 32, 33])
+def test_sparse_mix_gradients_equal_embedding_bags_on_narrow_and_wide_rows(P):
+    """Rows used several times, by one output twice, and not at all; both leaves, then each alone."""
+    g = torch.Generator().manual_seed(P)
+    bank = torch.randn(7, P, dtype=torch.float64, generator=g)
+    index = torch.tensor([[0, 3, 3], [6, 0, 2], [2, 2, 2], [5, 0, 3]])       # rows 1 and 4 unused
+    coeff = torch.randn(4, 3, dtype=torch.float64, generator=g)
+    up = torch.randn(4, P, dtype=torch.float64, generator=g)
+    for needs in [(True, True), (True, False), (False, True)]:
+        a = [t.clone().requires_grad_(r) for t, r in zip((bank, coeff), needs)]
+        b = [t.clone().requires_grad_(r) for t, r in zip((bank, coeff), needs)]
+        out_a, out_b = mix(a[0], a[1], index), _plain_mix(b[0], b[1], index)
+        assert torch.equal(out_a, out_b)
+        assert (type(out_a.grad_fn).__name__ == "_SparseMixBackward") == (P <= 32)
+        out_a.backward(up), out_b.backward(up)
+        for x, y in zip(a, b):
+            assert (x.grad is None) == (y.grad is None)
+            if x.grad is not None:
+                torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(a[1].grad[:, :0], torch.zeros(4, 0, dtype=torch.float64))
+    assert torch.autograd.gradcheck(mix, (bank.clone().requires_grad_(), coeff.clone().requires_grad_(), index))
+    if P <= 32:                                     # embedding_bag's own backward has no derivative
+        assert torch.autograd.gradgradcheck(mix, (bank.clone().requires_grad_(), coeff.clone().requires_grad_(),
+                                                  index))
+
+
+def test_sparse_mix_transposed_index_follows_an_in_place_change_and_a_new_tensor():
+    """The cached transposed index must not outlive the index it was made from."""
+    bank = torch.randn(5, 4, requires_grad=True)
+    coeff = torch.ones(2, 2)
+    index = torch.tensor([[0, 1], [1, 2]])
+
+    def bank_grad(idx):
+        bank.grad = None
+        mix(bank, coeff, idx).sum().backward()
+        return bank.grad.sum(1) / 4                                            # uses per row
+    assert bank_grad(index).tolist() == [1, 2, 1, 0, 0]
+    index[1, 1] = 4                                                            # same tensor, changed in place
+    assert bank_grad(index).tolist() == [1, 2, 0, 0, 1]
+    assert bank_grad(torch.tensor([[3, 3], [3, 3]])).tolist() == [0, 0, 0, 4, 0]
+    assert bank_grad(index).tolist() == [1, 2, 0, 0, 1]
+
+
+def test_sparse_mix_is_not_used_without_gradients_or_under_compile(monkeypatch):
+    import importlib
+    core_mix = importlib.import_module("tessera.core.mix")     # the module (the package exports the function)
+    bank, coeff, index = torch.randn(3, 2, requires_grad=True), torch.ones(1, 2), torch.tensor([[0, 2]])
+    with torch.no_grad():
+        assert mix(bank, coeff, index).grad_fn is None
+    assert mix(bank.detach(), coeff, index).grad_fn is None
+    monkeypatch.setattr(core_mix.torch.compiler, "is_compiling", lambda: True)
+    assert type(mix(bank, coeff, index).grad_fn).__name__ == "EmbeddingBagBackward0"
