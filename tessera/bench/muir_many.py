@@ -15,7 +15,10 @@ the public API (one model per task, vectorized) over a hand-written batched loop
 
 Both paths are timed in ONE :func:`~.timing.compare` call (interleaved rounds, medians); ratio =
 API / reference. Target: <= 1.3. The search step alone (``MuirModels.begin_generation`` + ``end_generation`` vs
-the bare :class:`~tessera.hyper.search.AlignmentSearch` calls) is timed at 30, 10^4 and 10^5 locations.
+the bare :class:`~tessera.hyper.search.AlignmentSearch` calls) is timed at 30, 10^4 and 10^5 locations,
+and ``tessera.core.mix`` forward + backward against ``embedding_bag`` with its own backward (the
+reference) at the Table 2 size, at 10^5 locations and with wide (16x16) blocks, where ``mix`` keeps
+``embedding_bag``'s backward.
 """
 from __future__ import annotations
 
@@ -210,6 +213,27 @@ def search_fns(tasks: int, width: int | None) -> dict[str, Callable[[], Any]]:
     return {"reference": reference, "api": api}
 
 
+MIX_SIZES = {"Table 2: 1,800 blocks of 20x1, 5 candidates": (1800, 5, 20, 1800),
+             "10^5 blocks of 4x4, 5 candidates": (10**5, 5, 16, 4 * 10**5),
+             "4,096 blocks of 16x16, 5 candidates (wide: embedding_bag's backward)": (4096, 5, 256, 4096)}
+
+
+def mix_fns(L: int, J: int, P: int, R: int) -> dict[str, Callable[[], Any]]:
+    """``mix`` forward + backward (bank and coefficients) vs ``embedding_bag`` with its own backward."""
+    g = torch.Generator().manual_seed(0)
+    bank = torch.randn(R, P, generator=g).requires_grad_()
+    coeff = torch.randn(L, J, generator=g).requires_grad_()
+    index = torch.randint(0, R, (L, J), generator=g)
+    up = torch.randn(L, P, generator=g)
+
+    def reference() -> None:
+        F.embedding_bag(index, bank, per_sample_weights=coeff, mode="sum").backward(up)
+
+    def api() -> None:
+        mix(bank, coeff, index).backward(up)
+    return {"reference": reference, "api": api}
+
+
 def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
     """Time one generation of both workloads, interleaved, and write the rows."""
     quick = opts.budget == "quick" or _smoke
@@ -232,6 +256,9 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
         sizes = dict(list(SEARCH_SIZES.items())[:1]) if _smoke else SEARCH_SIZES
         search = {label: compare(search_fns(*size), warmup=warmup, rounds=max(rounds, 5), inner=1 if _smoke else 20)
                   for label, size in sizes.items()}      # search steps: short, so timed in their own rounds
+        mixes = {label: compare(mix_fns(*size), warmup=1, rounds=max(rounds, 5),
+                                inner=1 if _smoke or size[0] > 10**4 else 20)
+                 for label, size in (list(MIX_SIZES.items())[:1] if _smoke else MIX_SIZES.items())}
     rep.add_bench_row(setting=f"synthetic: {6 * seeds} universes x 30 Linear(20, 1) + STL (Table 2 workload, "
                               f"{seeds} seed(s))", method="public API (vectorized) vs hand-written batched loop",
                       metric="generation_s", baseline_s=t["syn/reference"], candidate_s=t["syn/api"],
@@ -243,4 +270,8 @@ def run(opts: RunOptions, *, _smoke: bool = False) -> dict[str, Any]:
         rep.add_bench_row(setting=f"search step: {label}", method="MuirModels.begin/end_generation vs bare "
                           "AlignmentSearch", metric="search_step_s", baseline_s=ts["reference"],
                           candidate_s=ts["api"], target_ratio=TARGET)
+    for label, ts in mixes.items():
+        rep.add_bench_row(setting=f"mix forward + backward: {label}", method="tessera.core.mix vs embedding_bag "
+                          "(its own backward)", metric="mix_s", baseline_s=ts["reference"], candidate_s=ts["api"],
+                          target_ratio=TARGET)
     return rep.write(opts.json)

@@ -68,8 +68,9 @@ class SyntheticRun:
 
     muir: MuirModels
     stl: TaskGroup
-    data: dict[str, tuple[Tensor, Tensor]]              # split -> X (N, n, 20), Y (N, n, 1) per MUiR model
-    stl_data: dict[str, tuple[Tensor, Tensor]]          # the same per STL model
+    data: dict[str, tuple[Tensor, Tensor]]              # split -> X (60, n, 20), Y (60, n, 1) per (setting, task)
+    index: Tensor                                       # (N,) the data set (row of data) of every MUiR model
+    stl_index: Tensor                                   # (N_stl,) the same for every STL model
     seeds: int
     history: list[Tensor] = field(default_factory=list)  # psi0 after every generation (with the initial one)
 
@@ -86,28 +87,30 @@ class SyntheticRun:
         return u // C, (u % C) // len(METHODS), u % len(METHODS)
 
 
-def _rmse(group: TaskGroup, X: Tensor, Y: Tensor) -> Tensor:
-    """``(universes,)`` mean over each universe's 30 tasks of the per-task RMSE."""
+def _rmse(group: TaskGroup, X: Tensor, Y: Tensor, index: Tensor) -> Tensor:
+    """``(universes,)`` mean over each universe's 30 tasks of the per-task RMSE (model t on data set index[t])."""
     with torch.no_grad():
-        err = (group(X) - Y).square().mean((1, 2)).sqrt()                            # (N,)
+        err = (group(X, input_index=index) - Y[index]).square().mean((1, 2)).sqrt()   # (N,)
     return err.view(-1, TASKS).mean(1)
 
 
-def _task(group: TaskGroup, X: Tensor, Y: Tensor, name: str) -> Task:
-    """One engine task holding every model's full batch: samples on dim 0, models on dim 1."""
+def _task(group: TaskGroup, X: Tensor, Y: Tensor, index: Tensor, name: str) -> Task:
+    """One engine task holding every data set's full batch (samples on dim 0, data sets on dim 1); the models
+    of the 3S universes that share a data set read it once (``input_index``)."""
     scale = 1.0 / (TASKS * X.shape[1])                                               # mean within a universe
 
     def loss(out: Tensor, y: Tensor) -> Tensor:
-        return (out - y).square().sum() * scale                                      # sum over universes
+        return (out - y.index_select(1, index)).square().sum() * scale                # sum over universes
     return Task(name, train=TensorData(X.transpose(0, 1).contiguous(), Y.transpose(0, 1).contiguous()),
                 loss=loss, order="sequential", metrics=["loss"],
-                forward=lambda m, x: group(x.transpose(0, 1)).transpose(0, 1))       # (n, N, 1)
+                forward=lambda m, x: group(x.transpose(0, 1), input_index=index).transpose(0, 1))   # (n, N, 1)
 
 
 def _train_config(cfg: MuirConfig, seed: int, checkpoint_every: int = 0) -> TrainConfig:
     return TrainConfig(steps=search_steps(cfg), batch_size=10, multitask="sum", progress="off", log_every=0,
                        checkpoint_every=checkpoint_every,
-                       device="cpu", seed=seed, optim={"name": "adam", "lr": 1e-3, "eps": 1e-8, "weight_decay": 0.0},
+                       device="cpu", seed=seed, optim={"name": "adam", "lr": 1e-3, "eps": 1e-8, "weight_decay": 0.0,
+                                                             "fused": True},
                        schedule={"name": "constant"}, ema={"enabled": False})
 
 
@@ -121,22 +124,21 @@ def build(data: dict[str, dict[str, np.ndarray]], seeds: int, cfg: MuirConfig, v
     tr = [i for i in range(15) if i not in set(val_index)]
     sets = {"train": ("train", tr), "val": ("train", val_index), "test": ("test", None)}
 
-    def rows(setting_of: Tensor, task_of: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        out = {}
-        for split, (key, idx) in sets.items():
-            X = torch.stack([torch.as_tensor(data[s][f"{key}_X"]) for s in SETTINGS])   # (2, 30, n, 20)
-            Y = torch.stack([torch.as_tensor(data[s][f"{key}_Y"]) for s in SETTINGS])
-            if idx is not None:
-                X, Y = X[:, :, idx], Y[:, :, idx]
-            out[split] = (X[setting_of, task_of].to(dtype), Y[setting_of, task_of][..., None].to(dtype))
-        return out
+    out = {}
+    for split, (key, idx) in sets.items():
+        X = torch.stack([torch.as_tensor(data[s][f"{key}_X"]) for s in SETTINGS])       # (2, 30, n, 20)
+        Y = torch.stack([torch.as_tensor(data[s][f"{key}_Y"]) for s in SETTINGS])
+        if idx is not None:
+            X, Y = X[:, :, idx], Y[:, :, idx]
+        out[split] = (X.flatten(0, 1).to(dtype), Y.flatten(0, 1)[..., None].to(dtype))  # (60, n, 20), (60, n, 1)
 
     torch.manual_seed(base_seed)
     nets = [nn.Linear(DIM, 1, bias=False).to(dtype) for _ in range(U * TASKS)]
     muir = reparameterize(nets, config=cfg, target_modules=[""], groups=u.tolist(), verbose=False, vectorize=True)
     stl = vectorize([nn.Linear(DIM, 1, bias=False).to(dtype) for _ in range(V * TASKS)])
-    run = SyntheticRun(muir, stl, rows(u // C, task), rows(torch.arange(V).repeat_interleave(TASKS) // seeds,
-                                                               torch.arange(TASKS).repeat(V)), seeds)
+    stl_setting = torch.arange(V).repeat_interleave(TASKS) // seeds
+    run = SyntheticRun(muir, stl, out, (u // C) * TASKS + task, stl_setting * TASKS + torch.arange(TASKS).repeat(V),
+                       seeds)
     method = run.universe(u)[2]
     oracle = method == METHODS.index("MUiR+Oracle")
     psi = torch.where(oracle, u * TASKS + (task // GROUP) * GROUP, torch.arange(U * TASKS))
@@ -150,7 +152,8 @@ def engine(run: SyntheticRun, cfg: MuirConfig, callbacks: Any = (), seed: int = 
     """ONE engine run over both groups (the MUiR universes and STL): two tasks, losses summed, one Adam;
     with ``out_dir``, a checkpoint every ``checkpoint_every`` steps (default: 50 generations)."""
     muir, stl = run.muir, run.stl
-    tasks = [_task(muir.task_groups[0], *run.data["train"], "muir"), _task(stl, *run.stl_data["train"], "stl")]
+    tasks = [_task(muir.task_groups[0], *run.data["train"], run.index, "muir"),
+             _task(stl, *run.data["train"], run.stl_index, "stl")]
     groups = muir.param_groups(lr=1e-3) + [{"params": list(stl.parameters()), "lr": 1e-3}]
     every = (50 * cfg.n_iter if checkpoint_every is None else checkpoint_every) if out_dir is not None else 0
     return Trainer(nn.ModuleDict({"muir": muir, "stl": stl}), tasks, _train_config(cfg, seed, every), out_dir,
@@ -182,8 +185,9 @@ def callbacks(run: SyntheticRun, cfg: MuirConfig, on_generation: Any = None) -> 
     """MUiR's search with per-universe validation, and STL's per-universe best-validation restore."""
     group, stl = run.muir.task_groups[0], run.stl
     V = stl.stacks[0].shape[0] // TASKS
-    return [MuirSearch(run.muir, validate=lambda: _rmse(group, *run.data["val"]), on_generation=on_generation),
-            KeepBest(stl.stacks, [torch.arange(V).repeat_interleave(TASKS)], lambda: _rmse(stl, *run.stl_data["val"]),
+    return [MuirSearch(run.muir, validate=lambda: _rmse(group, *run.data["val"], run.index), on_generation=on_generation),
+            KeepBest(stl.stacks, [torch.arange(V).repeat_interleave(TASKS)],
+                     lambda: _rmse(stl, *run.data["val"], run.stl_index),
                      every=cfg.n_iter, until=cfg.n_init + cfg.n_generations * cfg.n_iter)]
 
 
@@ -195,7 +199,8 @@ def train(run: SyntheticRun, cfg: MuirConfig, log: Any = None, seed: int = 0, ou
     history = History(run, cfg, log)
     trainer = engine(run, cfg, callbacks(run, cfg, history) + [history], seed, out_dir, run_config, checkpoint_every)
     trainer.fit(resume=out_dir is not None)
-    return {"muir": _rmse(muir.task_groups[0], *run.data["test"]), "stl": _rmse(run.stl, *run.stl_data["test"]),
+    return {"muir": _rmse(muir.task_groups[0], *run.data["test"], run.index),
+            "stl": _rmse(run.stl, *run.data["test"], run.stl_index),
             "psi": torch.stack(run.history)}
 
 

@@ -4,19 +4,30 @@ A :class:`~tessera.hyper.vectorize.TaskGroup` of ``nn.Linear`` or ``nn.Sequentia
 elementwise activations runs as ``bmm``/``baddbmm`` on the stacked weights directly (the per-task
 regressors and MLP heads of many-task benchmarks); every other architecture goes through ``vmap``.
 The test of the group against the per-task path covers both routes.
+
+Shared inputs (``input_index``): when many members read the same input rows (seeds or universes of
+one data set, an ensemble), the first Linear layer runs as ONE product per input row with the weights
+of all its readers side by side, ``(D, B, in) @ (D, in, C*out)``, instead of T products of
+``(B, in) @ (in, out)`` on T copies of the data.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["direct_plan", "run_direct", "ELEMENTWISE"]
+from ..errors import ShapeError
+
+__all__ = ["direct_plan", "run_direct", "shared_plan", "check_input_index", "ELEMENTWISE"]
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Identity,
                                             nn.LeakyReLU, nn.ELU, nn.Softplus)
 """Modules applied to ``(T, B, features)`` as they are (no per-task parameters, no randomness)."""
+
+_plans: list[tuple[weakref.ref, int, int, tuple[Tensor, Tensor] | None]] = []   # the last few indexes planned
+_KEEP = 8
 
 
 def direct_plan(arch: nn.Module) -> list[nn.Module] | None:
@@ -26,20 +37,72 @@ def direct_plan(arch: nn.Module) -> list[nn.Module] | None:
     return mods if ok and any(type(m) is nn.Linear for m in mods) else None
 
 
-def run_direct(mods: list[nn.Module], value: Callable[[nn.Module, str], Tensor | None], x: Tensor) -> Tensor:
+def check_input_index(index: Tensor, members: int, rows: int) -> None:
+    """``index`` must be ``(members,)`` integer row ids in ``[0, rows)``."""
+    if not torch.is_tensor(index) or index.dtype not in (torch.int64, torch.int32) or index.shape != (members,):
+        got = f"{str(index.dtype).replace('torch.', '')} {tuple(index.shape)}" if torch.is_tensor(index) else \
+            type(index).__name__
+        raise ShapeError(f"input_index must be an int64 tensor of shape ({members},) (one input row per member), "
+                         f"got {got}")
+    lo, hi = (int(v) for v in torch.aminmax(index))
+    if lo < 0 or hi >= rows:
+        raise ShapeError(f"input_index holds row {lo if lo < 0 else hi}, the inputs have rows 0..{rows - 1}; "
+                         "pass inputs with one row per distinct input (dim 0)")
+
+
+def shared_plan(index: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
+    """``(order, inverse)``: members sorted by the row they read (stable) and back, when each of the ``rows``
+    input rows is read by the same number of members; None otherwise. Cached for the last few index tensors."""
+    for ref, version, n, hit in _plans:
+        if ref() is index and (version, n) == (index._version, rows):
+            return hit
+    counts = torch.bincount(index, minlength=rows)
+    plan = None
+    if bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+        order = torch.argsort(index, stable=True)
+        plan = (order, torch.argsort(order))
+    _plans[:] = [(weakref.ref(index), index._version, rows, plan)] + [
+        e for e in _plans[:_KEEP - 1] if e[0]() is not None and e[0]() is not index]
+    return plan
+
+
+def _shared_linear(x: Tensor, w: Tensor, b: Tensor | None, index: Tensor) -> Tensor:
+    """``x (D, B, in)`` read by member t at row ``index[t]``; ``w (T, out, in)``, ``b (T, out)`` -> ``(T, B, out)``."""
+    D, T, out = x.shape[0], w.shape[0], w.shape[1]
+    plan = shared_plan(index, D)
+    if plan is None:                                       # uneven readers: every member its own copy
+        x = x.index_select(0, index)
+        return x @ w.transpose(1, 2) if b is None else torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
+    order, inverse = plan
+    C = T // D
+    ws = w.index_select(0, order).reshape(D, C * out, w.shape[2])                  # (D, C*out, in)
+    h = torch.bmm(x, ws.transpose(1, 2))                                           # (D, B, C*out)
+    if b is not None:
+        h = h + b.index_select(0, order).reshape(D, 1, C * out)
+    h = h.view(D, x.shape[1], C, out).transpose(1, 2).reshape(T, x.shape[1], out)  # (T, B, out), sorted
+    return h.index_select(0, inverse)                                              # members' order
+
+
+def run_direct(mods: list[nn.Module], value: Callable[[nn.Module, str], Tensor | None], x: Tensor,
+               members: int | None = None, input_index: Tensor | None = None) -> Tensor:
     """``x (T, B, in) -> (T, B, out)`` with ``value(module, attr)`` the stacked ``(T, ...)`` tensor (or the
-    module's own, shared by all members)."""
-    T = x.shape[0]
+    module's own, shared by all members). With ``input_index (T,)``, ``x`` is ``(D, B, in)`` and member t
+    reads row ``input_index[t]``."""
+    T = x.shape[0] if members is None else members
+    shared = input_index is not None
     h = x
     for m in mods:
         if type(m) is nn.Linear:
             w, b = value(m, "weight"), value(m, "bias")                      # (T, out, in), (T, out) | None
             w = w if w.dim() == 3 else w.expand(T, *w.shape)
-            if b is None:
+            b = b if b is None or b.dim() == 2 else b.expand(T, *b.shape)
+            if shared:
+                h = _shared_linear(h, w, b, input_index)                     # (T, B, out)
+                shared = False
+            elif b is None:
                 h = torch.bmm(h, w.transpose(1, 2))                          # (T, B, in) @ (T, in, out)
             else:
-                b = b if b.dim() == 2 else b.expand(T, *b.shape)
                 h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))       # (T, B, out)
         else:
-            h = m(h)
+            h = m(h)                                                         # elementwise: shared rows too
     return h

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from ..core import GeneratedModel, bind, mix
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from ..nn.norm import VmappedBatchNorm, bn_layers, why_not_vmappable
 from ..nn.rnn import functional_lstms, why_not_functional
-from .batched import direct_plan, run_direct
+from .batched import check_input_index, direct_plan, run_direct
 from .hypermodules import HyperGenerator, softmax_rows
 
 __all__ = ["TaskGroup", "vectorize", "signature", "why_not_vectorizable"]
@@ -261,9 +261,20 @@ class TaskGroup(nn.Module):
         return self._identity
 
     # -- the batched call ----------------------------------------------------------------------
-    def forward(self, *xs: Any) -> Any:
-        """Outputs of all members: every ``x`` has the members on dim 0 (``(T, B, ...)``)."""
+    def forward(self, *xs: Any, input_index: Tensor | None = None) -> Any:
+        """Outputs of all members: every ``x`` has the members on dim 0 (``(T, B, ...)``).
+
+        ``input_index (T,)``: member t reads row ``input_index[t]`` of every ``x`` (``(D, B, ...)``), for
+        members that share their data (seeds, universes, an ensemble) -- no T copies of it; Linear / MLP
+        groups then run their first layer as one product per input row.
+        """
         self._check_linked()
+        if input_index is not None:
+            rows = {x.shape[0] for x in xs if isinstance(x, Tensor)}
+            if len(rows) != 1:
+                raise ShapeError(f"input_index: every input must have the same number of rows (dim 0), got "
+                                 f"{sorted(rows) or 'no tensors'}")
+            check_input_index(input_index, len(self.members), rows.pop())
         places = [_resolve(self.arch, n.removeprefix("model.")) if self.is_muir else _resolve(self.arch, n)
                   for n in self.names if not (self.is_muir and n.startswith("generator."))]
         tensors = [st for n, st in zip(self.names, self.stacks) if not (self.is_muir and n.startswith("generator."))]
@@ -274,7 +285,10 @@ class TaskGroup(nn.Module):
         plan = direct_plan(self.arch)
         if plan is not None and len(xs) == 1 and isinstance(xs[0], Tensor) and xs[0].dim() == 3:
             bound = {(id(mod), attr): t for (mod, attr), t in zip(places, tensors)}
-            return run_direct(plan, lambda m, a: bound.get((id(m), a), getattr(m, a)), xs[0])
+            return run_direct(plan, lambda m, a: bound.get((id(m), a), getattr(m, a)), xs[0], len(self.members),
+                              input_index)
+        if input_index is not None:                   # other architectures: each member its row, then as usual
+            xs = tuple(x.index_select(0, input_index.to(x.device)) if isinstance(x, Tensor) else x for x in xs)
         saved = [mod.__dict__.get(attr) for mod, attr in places]
         own = self._member_bns()                      # per member, its BN layers; own[0] are the arch's
         layers = own[0]

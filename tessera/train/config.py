@@ -61,9 +61,12 @@ class OptimConfig:
     betas: tuple[float, float] = _help("adam / adamw betas, each in [0, 1)", (0.9, 0.999), ge=0, lt=1)
     nesterov: bool = _help("sgd: Nesterov momentum (needs momentum > 0)", False)
     no_decay_1d: bool = _help("exclude biases and norm weights (1-d tensors) from weight decay", True)
+    fused: bool = _help("adam / adamw: torch's fused kernel (one op per group; same update up to rounding)", False)
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if self.fused and self.name not in ("adam", "adamw"):
+            raise FieldError("fused", f"only adam and adamw have a fused kernel, not {self.name}; set fused: false")
         if len(self.betas) != 2:
             raise FieldError("betas", f"expected 2 numbers, got {list(self.betas)}")
         if self.name == "sgd" and self.nesterov and self.momentum == 0:

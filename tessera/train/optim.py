@@ -129,9 +129,9 @@ def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Opti
     elif cfg.name == "rmsprop":
         opt = torch.optim.RMSprop(params, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, **kw)
     elif cfg.name == "adam":
-        opt = torch.optim.Adam(params, betas=tuple(cfg.betas), eps=cfg.eps, **kw)
+        opt = torch.optim.Adam(params, betas=tuple(cfg.betas), eps=cfg.eps, fused=cfg.fused or None, **kw)
     elif cfg.name == "adamw":
-        opt = torch.optim.AdamW(params, betas=tuple(cfg.betas), eps=cfg.eps, **kw)
+        opt = torch.optim.AdamW(params, betas=tuple(cfg.betas), eps=cfg.eps, fused=cfg.fused or None, **kw)
     elif cfg.name == "sgd":
         opt = torch.optim.SGD(params, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **kw)
     else:

@@ -76,7 +76,9 @@ def test_public_api_layout_oracle_and_universes():
     run = build(_fake_data(), 2, MuirConfig.synthetic(), [1, 3, 8, 6, 14])
     muir = run.muir
     assert run.U == 12 and len(muir) == 360 and muir.group_members == [list(range(360))]
-    assert run.data["train"][0].shape == (360, 10, 20) and run.stl_data["test"][0].shape == (120, 50, 20)
+    assert run.data["train"][0].shape == (60, 10, 20) and run.data["test"][1].shape == (60, 50, 1)  # per data set
+    assert run.index.shape == (360,) and run.stl_index.shape == (120,)
+    assert torch.equal(run.stl_index, torch.arange(60).view(2, 1, 30).expand(2, 2, 30).flatten())
     setting, seed, method = run.universe(torch.arange(run.U))
     psi = muir.alignment()
     for u in range(run.U):
@@ -86,7 +88,7 @@ def test_public_api_layout_oracle_and_universes():
         else:
             assert torch.equal(psi[locs], locs)                          # pessimistic init
         X = torch.as_tensor(_fake_data()[("clean", "noisy")[setting[u]]]["test_X"])     # its setting's 30 tasks
-        assert torch.allclose(run.data["test"][0][locs].double(), X)
+        assert torch.allclose(run.data["test"][0][run.index[locs]].double(), X)
     locs_u = torch.arange(360) // 30                                     # universe of every location
     for _ in range(3):
         muir.begin_generation()
@@ -101,7 +103,7 @@ def test_bench_many_tasks_rows(tmp_path):
     from tessera.bench.muir_many import run
     res = run(RunOptions(json=tmp_path / "b.json", budget="quick", seeds=1), _smoke=True)
     assert res["name"] == "muir-many-tasks" and [r["setting"].split(":")[0] for r in res["rows"]] == [
-        "synthetic", "digits", "search step"]
+        "synthetic", "digits", "search step", "mix forward + backward"]
     for r in res["rows"]:
         assert r["baseline_s"] > 0 and r["candidate_s"] > 0 and r["target_ratio"] == 1.3
         assert r["ratio"] == pytest.approx(r["candidate_s"] / r["baseline_s"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tessera.errors import ConfigError
 from tessera.train import RunConfig, load_run_config
@@ -63,3 +64,25 @@ def test_shipped_mnist_config_parses():
     cfg = load_run_config(ROOT / "configs" / "mnist-isometric.yaml")
     assert cfg.tasks[0].dataset == "mnist" and cfg.model.name == "isometric_small"
     assert cfg.train.optim.name in ("rmsprop", "rmsprop_tf") and cfg.train.ema.enabled
+
+
+def test_fused_adam_takes_the_same_steps_and_is_refused_elsewhere():
+    from tessera.train import build_optimizer
+    from tessera.train.config import OptimConfig
+    torch.manual_seed(0)
+    grads = [torch.randn(4, 3, dtype=torch.float64) for _ in range(5)]
+    finals = []
+    for fused in (False, True):
+        for name in ("adam", "adamw"):
+            w = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))
+            opt = build_optimizer([w], OptimConfig(name=name, lr=0.1, eps=1e-8, fused=fused))
+            assert opt.param_groups[0]["fused"] is (True if fused else None)
+            for g in grads:
+                w.grad = g.clone()
+                opt.step()
+            finals.append(w.detach().clone())
+    torch.testing.assert_close(finals[0], finals[2], rtol=1e-12, atol=1e-12)     # adam
+    torch.testing.assert_close(finals[1], finals[3], rtol=1e-12, atol=1e-12)     # adamw
+    assert not torch.equal(finals[0], torch.ones(4, 3, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="config key 'fused': only adam and adamw have a fused kernel, not sgd; set fused: false"):
+        OptimConfig(name="sgd", fused=True)
