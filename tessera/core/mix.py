@@ -21,7 +21,7 @@ per search generation), and the coefficients' gradient as one batched dot produc
 side on this CPU (``tessera bench muir-many-tasks``, the "mix forward + backward" rows; numbers in
 the README): faster at 1,800 x 5 x 20 and 10^5 x 5 x 16; about 2x slower than ``embedding_bag``'s
 backward at 4,096 x 5 x 256 in a trial, so wider rows keep that backward. Under ``torch.compile``
-the plain op is used.
+and ``torch.func`` transforms (``grad``, ``vmap``, ...) the plain op is used.
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def mix(bank: Tensor, coeff: Tensor, index: Tensor | None = None) -> Tensor:
         return coeff.to(bank.dtype) @ bank.new_zeros(0, bank.shape[1])  # (L, 0) @ (0, P) -> (L, P)
     coeff = coeff.to(bank.dtype)
     if (bank.shape[1] <= SMALL_ROWS and torch.is_grad_enabled() and (bank.requires_grad or coeff.requires_grad)
-            and not torch.compiler.is_compiling()):
+            and not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is None):
         return _SparseMix.apply(bank, coeff, index, *_transpose(index, bank.shape[0]))  # (L, P)
     # sum_j coeff[l, j] * bank[index[l, j]] without materializing (L, J, P)
     return F.embedding_bag(index, bank, per_sample_weights=coeff, mode="sum")  # (L, P)

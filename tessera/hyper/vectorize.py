@@ -24,6 +24,14 @@ replaced by in-graph views of row t during its forward).
 True
 >>> [tuple(p.shape) for p in group.parameters()]     # one stacked leaf per parameter name
 [(5, 4, 3), (5, 4), (5, 2, 4), (5, 2)]
+
+Members that share their data (seeds, runs of one task, an ensemble) take it once: ``input_index``
+says which input row each member reads.
+
+>>> shared = torch.randn(2, 8, 3)                    # 2 distinct inputs
+>>> reads = torch.tensor([0, 1, 0, 1, 0])            # member t reads shared[reads[t]]
+>>> torch.allclose(group(shared, input_index=reads), group(shared[reads]), atol=1e-6)
+True
 """
 from __future__ import annotations
 

@@ -326,12 +326,43 @@ def test_sparse_mix_transposed_index_follows_an_in_place_change_and_a_new_tensor
     assert bank_grad(index).tolist() == [1, 2, 0, 0, 1]
 
 
-def test_sparse_mix_is_not_used_without_gradients_or_under_compile(monkeypatch):
+def test_sparse_mix_is_not_used_without_gradients_under_torch_func_or_compile(monkeypatch):
     import importlib
     core_mix = importlib.import_module("tessera.core.mix")     # the module (the package exports the function)
     bank, coeff, index = torch.randn(3, 2, requires_grad=True), torch.ones(1, 2), torch.tensor([[0, 2]])
     with torch.no_grad():
         assert mix(bank, coeff, index).grad_fn is None
     assert mix(bank.detach(), coeff, index).grad_fn is None
+    g = torch.func.grad(lambda b: mix(b, coeff, index).sum())(bank.detach())     # under torch.func: the plain op
+    assert g.tolist() == [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
     monkeypatch.setattr(core_mix.torch.compiler, "is_compiling", lambda: True)
     assert type(mix(bank, coeff, index).grad_fn).__name__ == "EmbeddingBagBackward0"
+
+
+def test_sparse_mix_caches_eight_transposed_indexes_and_sorts_stably(monkeypatch):
+    import importlib
+    core_mix = importlib.import_module("tessera.core.mix")
+    core_mix._transposed.clear()
+    sorts = []
+    real = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda *a, **k: sorts.append(1) or real(*a, **k))
+
+    def transpose(idx):
+        n = len(sorts)
+        core_mix._transpose(idx, 4)
+        return len(sorts) > n                                                  # sorted again?
+    keep = [torch.tensor([[i % 4, (i + 1) % 4]]) for i in range(10)]         # fresh tensors: all version 0
+    assert transpose(keep[0]) and transpose(keep[1]) and not transpose(keep[0])   # another tensor, same version
+    for i in range(2, 8):
+        assert transpose(keep[i])
+    assert not transpose(keep[0])                                              # 8 held: the first still there
+    assert transpose(keep[8]) and transpose(keep[0])                           # the 9th pushed out the oldest
+    for _ in range(8):                                                         # one tensor changed in place 8x:
+        keep[2][0, 0] = (keep[2][0, 0] + 1) % 4                                # its stale entries are dropped,
+        assert transpose(keep[2])
+    assert not transpose(keep[0]) and not transpose(keep[8])                   # not the others
+    big = torch.randint(0, 3, (4000, 5), generator=torch.Generator().manual_seed(0))
+    order, users, offsets = core_mix._transpose(big, 4)
+    flat = big.reshape(-1)
+    assert torch.equal(order, real(flat, stable=True))                        # equal rows keep their order
+    assert torch.equal(users, order // 5) and offsets.tolist() == [0, *torch.bincount(flat).cumsum(0).tolist()][:4]

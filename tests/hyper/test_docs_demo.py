@@ -8,7 +8,7 @@ from tessera.hyper.demo import demo, own_models
 
 
 @pytest.mark.parametrize("name", ["config", "decompose", "hypermodules", "search", "accounting", "api", "views",
-                                  "targets"])
+                                  "targets", "vectorize"])
 def test_docstring_examples_run(name):
     mod = importlib.import_module(f"tessera.hyper.{name}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

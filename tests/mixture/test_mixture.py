@@ -363,6 +363,13 @@ def test_init_isometric_block_and_the_from_isometric_defaults():
     assert abs(blk[0].weight.std().item() / std - 1) < 0.03            # fan_in would give 2x this std
     net = MixtureNet.from_isometric(3, num_templates=1, depth=1)
     assert net.tasks == ["main"] and net.heads["main"].out_features == 3
+    torch.manual_seed(0)
+    big = MixtureNet.from_isometric(3, num_templates=2, depth=1, channels=64)
+    convs = [m for k in range(2) for m in big.bank.template(k).modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.bias is None or not c.bias.any() for c in convs)   # the templates: init_isometric_block
+    w = max(convs, key=lambda c: c.weight.numel())                           # He fan-out, not PyTorch's default
+    fan_out = w.out_channels // w.groups * w.kernel_size[0] * w.kernel_size[1]
+    assert abs(w.weight.std().item() / (2.0 / fan_out) ** 0.5 - 1) < 0.1
     assert (net.in_chans, net.channels, net.patch, net.embed_dim, net.channels_last) == (1, 24, 2, 256, True)
     assert net.input_adapter.conv.stride == (2, 2) and net.dropout.p == 0.2
     rgb = MixtureNet.from_isometric(2, num_templates=1, depth=1, in_chans=3, act_layer=nn.ReLU, **SMALL)
