@@ -77,12 +77,20 @@ def test_muir(name, tmp_path):
         fresh.load_state_dict(load_tensors(tmp_path / "muir.safetensors"))
         assert torch.equal(_out(e, fresh.eval()[0], x), ref)                             # safetensors round trip
         plain = hyper.export(muir)[0].eval()
-        assert torch.equal(_out(e, plain, x), ref)                                       # export: identical
+        gen, paths = muir[0].generator, {id(m): n for n, m in muir[0].model.named_modules()}
+        for slot, t in zip(gen.writer.slots, gen.materialize()):                        # export: the generated
+            name = ".".join(filter(None, (paths[id(slot.module)], slot.name)))            # weights, bit for bit
+            assert torch.equal(plain.get_parameter(name), t), name
+        out_plain = _out(e, plain, x)
+        # the outputs agree to float rounding: fused CPU kernels (MKL / oneDNN: attention, GRU, LSTM) may take
+        # another path for the generated tensors bound into the model than for separate parameters, so the last
+        # bits can differ on some CPUs (up to 4.3e-7 seen for nn.TransformerEncoder; bitwise on others)
+        torch.testing.assert_close(out_plain, ref, rtol=1e-5, atol=1e-6)
         assert not any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in plain.state_dict().values())
         for a, b in e.ties:
             assert plain.get_parameter(a) is plain.get_parameter(b), f"{a} and {b} are no longer tied"
         original.load_state_dict(plain.state_dict())                                    # loads into the original
-        assert torch.equal(_out(e, original.eval(), x), ref)
+        assert torch.equal(_out(e, original.eval(), x), out_plain)                      # same model, same bits
         for a, b in e.ties:
             assert original.get_parameter(a) is original.get_parameter(b)
 
