@@ -194,7 +194,7 @@ def test_reparameterize_takes_modules():
 def test_docstring_examples_of_the_checked_entry_points_run():
     import doctest
     import importlib
-    for name in ["tessera.config", "tessera.registry", "tessera.core.mix", "tessera.train.lock",
+    for name in ["tessera.config", "tessera.registry", "tessera.core.mix", "tessera.core.cache", "tessera.train.lock",
                  "tessera.train.signals", "tessera.train.preflight", "tessera.train.dist", "tessera.compat.validate"]:
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, name

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ShapeError
+from .cache import TensorCache
 
 __all__ = ["mix", "SMALL_ROWS"]
 
@@ -39,8 +40,7 @@ SMALL_ROWS = 32
 """Rows up to this width take :class:`_SparseMix`'s backward (measured faster; see the module doc)."""
 
 _checked: list[tuple[weakref.ref, int, int]] = []   # (the last index checked, its version, rows)
-_transposed: list[tuple[weakref.ref, int, int, tuple[Tensor, Tensor, Tensor]]] = []   # the last few, as above
-_KEEP = 8   # transposed indexes kept (one per generator or group that alternates in a step)
+_transposed = TensorCache(8)   # transposed indexes (one per generator or group that alternates in a step)
 
 
 def _check_index(index: Tensor, rows: int) -> None:
@@ -64,17 +64,13 @@ def _transpose(index: Tensor, rows: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(order, users, offsets)`` of ``index (L, J)``: entry ``order[i]`` of the flat index is the i-th use
     sorted by row, ``users = order // J`` the output using it, ``offsets (rows,)`` where each row's uses start.
     Cached for the last few index tensors (weakly held; recomputed when one is changed in place)."""
-    for ref, version, n, hit in _transposed:
-        if ref() is index and (version, n) == (index._version, rows):
-            return hit
-    flat = index.reshape(-1)
-    order = torch.argsort(flat, stable=True)                                           # (L*J,)
-    counts = torch.bincount(flat, minlength=rows)                                      # (rows,)
-    offsets = torch.cumsum(counts, 0) - counts                                         # (rows,) exclusive
-    out = (order, torch.div(order, index.shape[1], rounding_mode="floor"), offsets)
-    _transposed[:] = [(weakref.ref(index), index._version, rows, out)] + [
-        e for e in _transposed[:_KEEP - 1] if e[0]() is not None and e[0]() is not index]
-    return out
+    def make() -> tuple[Tensor, Tensor, Tensor]:
+        flat = index.reshape(-1)
+        order = torch.argsort(flat, stable=True)                                       # (L*J,)
+        counts = torch.bincount(flat, minlength=rows)                                  # (rows,)
+        offsets = torch.cumsum(counts, 0) - counts                                     # (rows,) exclusive
+        return order, torch.div(order, index.shape[1], rounding_mode="floor"), offsets
+    return _transposed.get(index, rows, make)
 
 
 class _SparseMix(torch.autograd.Function):

@@ -82,7 +82,8 @@ class AdaptConfig:
     target_bn: str = "eval"         # target's own BN layers while adapting: "eval" (statistics frozen: only the
                                     # trained parameters act) | "train" (batch statistics, target's updated)
     stats_diagnostic: bool = True   # also report source-only + re-estimated target BN statistics (nothing trained)
-    other_bn_rows: bool = True      # also run both unsupervised rows with the other target_bn mode (chosen rate)
+    other_bn_rows: bool = True      # also run both unsupervised rows with the other target_bn mode (chosen rate);
+                                    # with a bn_grid of both modes each mode is reported anyway (no extra runs)
     bn_grid: tuple[str, ...] = ()   # target_bn modes every row tries with every rate (chosen on validation);
                                     # () = only target_bn
 

@@ -12,12 +12,12 @@ of all its readers side by side, ``(D, B, in) @ (D, in, C*out)``, instead of T p
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ..core.cache import TensorCache
 from ..errors import ShapeError
 
 __all__ = ["direct_plan", "run_direct", "shared_plan", "check_input_index", "ELEMENTWISE"]
@@ -26,8 +26,7 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GEL
                                             nn.LeakyReLU, nn.ELU, nn.Softplus)
 """Modules applied to ``(T, B, features)`` as they are (no per-task parameters, no randomness)."""
 
-_plans: list[tuple[weakref.ref, int, int, tuple[Tensor, Tensor] | None]] = []   # the last few indexes planned
-_KEEP = 8
+_plans = TensorCache(8)   # per input_index: its reader plan, and that it was checked
 
 
 def direct_plan(arch: nn.Module) -> list[nn.Module] | None:
@@ -38,42 +37,37 @@ def direct_plan(arch: nn.Module) -> list[nn.Module] | None:
 
 
 def check_input_index(index: Tensor, members: int, rows: int) -> None:
-    """``index`` must be ``(members,)`` integer row ids in ``[0, rows)``."""
+    """``index`` must be ``(members,)`` integer row ids in ``[0, rows)`` (checked once per index tensor)."""
     if not torch.is_tensor(index) or index.dtype not in (torch.int64, torch.int32) or index.shape != (members,):
         got = f"{str(index.dtype).replace('torch.', '')} {tuple(index.shape)}" if torch.is_tensor(index) else \
             type(index).__name__
         raise ShapeError(f"input_index must be an int64 tensor of shape ({members},) (one input row per member), "
                          f"got {got}")
-    lo, hi = (int(v) for v in torch.aminmax(index))
-    if lo < 0 or hi >= rows:
-        raise ShapeError(f"input_index holds row {lo if lo < 0 else hi}, the inputs have rows 0..{rows - 1}; "
-                         "pass inputs with one row per distinct input (dim 0)")
+
+    def check() -> bool:
+        lo, hi = (int(v) for v in torch.aminmax(index))
+        if lo < 0 or hi >= rows:
+            raise ShapeError(f"input_index holds row {lo if lo < 0 else hi}, the inputs have rows 0..{rows - 1}; "
+                             "pass inputs with one row per distinct input (dim 0)")
+        return True
+    _plans.get(index, ("checked", rows), check)
 
 
 def shared_plan(index: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
     """``(order, inverse)``: members sorted by the row they read (stable) and back, when each of the ``rows``
     input rows is read by the same number of members; None otherwise. Cached for the last few index tensors."""
-    for ref, version, n, hit in _plans:
-        if ref() is index and (version, n) == (index._version, rows):
-            return hit
-    counts = torch.bincount(index, minlength=rows)
-    plan = None
-    if bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+    def plan() -> tuple[Tensor, Tensor] | None:
+        counts = torch.bincount(index, minlength=rows)
+        if not (bool((counts == counts[0]).all()) and int(counts[0]) > 0):
+            return None
         order = torch.argsort(index, stable=True)
-        plan = (order, torch.argsort(order))
-    _plans[:] = [(weakref.ref(index), index._version, rows, plan)] + [
-        e for e in _plans[:_KEEP - 1] if e[0]() is not None and e[0]() is not index]
-    return plan
+        return order, torch.argsort(order)
+    return _plans.get(index, ("plan", rows), plan)
 
 
-def _shared_linear(x: Tensor, w: Tensor, b: Tensor | None, index: Tensor) -> Tensor:
-    """``x (D, B, in)`` read by member t at row ``index[t]``; ``w (T, out, in)``, ``b (T, out)`` -> ``(T, B, out)``."""
-    D, T, out = x.shape[0], w.shape[0], w.shape[1]
-    plan = shared_plan(index, D)
-    if plan is None:                                       # uneven readers: every member its own copy
-        x = x.index_select(0, index)
-        return x @ w.transpose(1, 2) if b is None else torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
-    order, inverse = plan
+def _shared_linear(x: Tensor, w: Tensor, b: Tensor | None, plan: tuple[Tensor, Tensor]) -> Tensor:
+    """``x (D, B, in)`` read by the members in ``plan``'s order; ``w (T, out, in)``, ``b (T, out)`` -> ``(T, B, out)``."""
+    (order, inverse), D, T, out = plan, x.shape[0], w.shape[0], w.shape[1]
     C = T // D
     ws = w.index_select(0, order).reshape(D, C * out, w.shape[2])                  # (D, C*out, in)
     h = torch.bmm(x, ws.transpose(1, 2))                                           # (D, B, C*out)
@@ -96,10 +90,13 @@ def run_direct(mods: list[nn.Module], value: Callable[[nn.Module, str], Tensor |
             w, b = value(m, "weight"), value(m, "bias")                      # (T, out, in), (T, out) | None
             w = w if w.dim() == 3 else w.expand(T, *w.shape)
             b = b if b is None or b.dim() == 2 else b.expand(T, *b.shape)
-            if shared:
-                h = _shared_linear(h, w, b, input_index)                     # (T, B, out)
-                shared = False
-            elif b is None:
+            if shared:                                                       # the first Linear
+                shared, plan = False, shared_plan(input_index, h.shape[0])
+                if plan is not None:
+                    h = _shared_linear(h, w, b, plan)                        # (T, B, out)
+                    continue
+                h = h.index_select(0, input_index)                           # uneven readers: each its row
+            if b is None:
                 h = torch.bmm(h, w.transpose(1, 2))                          # (T, B, in) @ (T, in, out)
             else:
                 h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))       # (T, B, out)
