@@ -366,3 +366,26 @@ def test_sparse_mix_caches_eight_transposed_indexes_and_sorts_stably(monkeypatch
     flat = big.reshape(-1)
     assert torch.equal(order, real(flat, stable=True))                        # equal rows keep their order
     assert torch.equal(users, order // 5) and offsets.tolist() == [0, *torch.bincount(flat).cumsum(0).tolist()][:4]
+
+
+def test_tensor_cache_keys_versions_and_size():
+    from tessera.core.cache import TensorCache
+    cache, made = TensorCache(2), []
+
+    def get(t, key):
+        return cache.get(t, key, lambda: made.append((key, t.tolist())) or len(made))
+    a, b, c = torch.tensor([1]), torch.tensor([2]), torch.tensor([3])
+    assert [get(a, "x"), get(a, "y"), get(a, "x")] == [1, 2, 1]              # one tensor, two keys
+    assert get(b, "x") == 3 and get(a, "y") == 2 and get(a, "x") == 4      # size 2: (a, "x") went first
+    c.add_(1)
+    assert get(c, "x") == 5 and get(c, "x") == 5
+    cache.clear()
+    assert get(c, "x") == 6
+
+
+def test_sparse_mix_transposed_index_depends_on_the_bank_rows():
+    import importlib
+    core_mix = importlib.import_module("tessera.core.mix")
+    idx = torch.tensor([[0, 1]])
+    assert core_mix._transpose(idx, 2)[2].tolist() == [0, 1]
+    assert core_mix._transpose(idx, 4)[2].tolist() == [0, 1, 2, 2]         # the same index, a larger bank
